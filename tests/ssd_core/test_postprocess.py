@@ -1,0 +1,91 @@
+import pytest
+import torch
+from torchvision.models.detection import ssd300_vgg16 as tv_ssd300
+from torchvision.ops import box_iou, nms
+
+from ssd_core.boxes import cxcywh_to_xyxy
+from ssd_core.postprocess import detect, rank_within_groups
+from ssd_core.priors import make_priors, ssd300_prior_spec
+
+PRIORS = make_priors(ssd300_prior_spec())
+
+
+def trained_like_outputs(batch: int, num_classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mostly confident background, a few priors confident in some class."""
+    g = torch.Generator().manual_seed(seed)
+    conf = torch.randn(batch, 8732, num_classes, generator=g)
+    conf[..., 0] += 6.0
+    hits = torch.randint(0, 8732, (batch, 60), generator=g)
+    classes = torch.randint(1, num_classes, (batch, 60), generator=g)
+    for b in range(batch):
+        conf[b, hits[b], classes[b]] += 10.0 + torch.rand(60, generator=g) * 3
+    loc = torch.randn(batch, 8732, 4, generator=g) * 0.5
+    return loc, conf
+
+
+def test_rank_within_groups_equals_loop():
+    g = torch.Generator().manual_seed(0)
+    groups = torch.randint(0, 5, (200,), generator=g)
+    scores = torch.rand(200, generator=g)
+    rank = rank_within_groups(groups, scores)
+    for i in range(200):
+        same = (groups == groups[i]) & (scores > scores[i])
+        assert rank[i] == same.sum()
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_same_detections_as_torchvision(seed):
+    loc, conf = trained_like_outputs(4, 21, seed)
+    tv = tv_ssd300(weights=None, weights_backbone=None, num_classes=21)
+    anchors = cxcywh_to_xyxy(PRIORS) * 300
+    ref = tv.postprocess_detections({"bbox_regression": loc, "cls_logits": conf}, [anchors] * 4, [(300, 300)] * 4)
+    ours = detect(loc, conf, PRIORS, [(300, 300)] * 4)
+    for o, r in zip(ours, ref):
+        assert len(o["boxes"]) == len(r["boxes"]) > 0
+        torch.testing.assert_close(o["boxes"], r["boxes"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(o["scores"], r["scores"])
+        assert torch.equal(o["labels"], r["labels"])
+
+
+def test_pixel_coordinates_and_clipping():
+    loc = torch.zeros(1, 8732, 4)
+    conf = torch.full((1, 8732, 3), -10.0)
+    conf[0, :, 0] = 10.0
+    index = 8731  # a prior of the 1x1 map wider than the image
+    conf[0, index, 2] = 10.0
+    out = detect(loc, conf, PRIORS, [(200, 400)])[0]
+    assert out["labels"].tolist() == [2]
+    x1, y1, x2, y2 = out["boxes"][0].tolist()
+    assert x1 >= 0 and y1 >= 0 and x2 <= 400 and y2 <= 200
+    expected = cxcywh_to_xyxy(PRIORS[index]).clamp(0, 1) * torch.tensor([400, 200, 400, 200])
+    torch.testing.assert_close(out["boxes"][0], expected)
+
+
+def test_thresholds_are_parameters():
+    loc, conf = trained_like_outputs(2, 6, 3)
+    full = detect(loc, conf, PRIORS, [(300, 300)] * 2)
+    strict = detect(loc, conf, PRIORS, [(300, 300)] * 2, score_threshold=0.9, max_detections=5)
+    for f, s in zip(full, strict):
+        assert len(s["scores"]) <= 5 and (s["scores"] > 0.9).all()
+        assert len(f["scores"]) >= len(s["scores"])
+    few = detect(loc, conf, PRIORS, [(300, 300)] * 2, top_k=1, nms_threshold=1.0)
+    for f in few:  # one candidate per class survives top_k=1
+        assert len(f["labels"]) == len(f["labels"].unique())
+
+
+def test_nms_leaves_no_same_class_overlap():
+    loc, conf = trained_like_outputs(1, 4, 5)
+    out = detect(loc, conf, PRIORS, [(300, 300)], nms_threshold=0.3)[0]
+    for c in out["labels"].unique():
+        boxes = out["boxes"][out["labels"] == c]
+        iou = box_iou(boxes, boxes).fill_diagonal_(0)
+        assert (iou <= 0.3 + 1e-6).all()
+        assert len(nms(boxes, out["scores"][out["labels"] == c], 0.3)) == len(boxes)
+
+
+def test_nothing_above_threshold_gives_empty_tensors():
+    conf = torch.zeros(2, 8732, 3)
+    conf[..., 0] = 20.0
+    out = detect(torch.zeros(2, 8732, 4), conf, PRIORS, [(10, 10), (20, 20)])
+    assert [o["boxes"].shape for o in out] == [(0, 4), (0, 4)]
+    assert out[0]["labels"].dtype == torch.int64
