@@ -85,7 +85,10 @@ def export_onnx(
     try:
         if nms:
             module: nn.Module = DetectingSSD(model, **nms_options)
-            outputs, dynamic = ["boxes", "scores", "labels"], {"boxes": {0: "K"}, "scores": {0: "K"}, "labels": {0: "K"}}
+            outputs, dynamic = (
+                ["boxes", "scores", "labels"],
+                {"boxes": {0: "K"}, "scores": {0: "K"}, "labels": {0: "K"}},
+            )
             example = torch.zeros(1, 3, size, size)
         else:
             module = DecodedSSD(model)

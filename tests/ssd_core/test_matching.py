@@ -59,7 +59,9 @@ def test_encode_decode_match_torchvision_box_coder():
     ours = encode(xyxy_to_cxcywh(boxes), priors)
     torch.testing.assert_close(ours, coder.encode_single(boxes, cxcywh_to_xyxy(priors)))
     torch.testing.assert_close(decode(ours, priors), boxes, atol=1e-5, rtol=0)
-    torch.testing.assert_close(decode(ours, priors), coder.decode_single(ours, cxcywh_to_xyxy(priors)), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        decode(ours, priors), coder.decode_single(ours, cxcywh_to_xyxy(priors)), atol=1e-5, rtol=0
+    )
 
 
 def torchvision_targets(boxes, labels, priors):
@@ -119,4 +121,6 @@ def test_float64():
     loc, lab = encode_targets(torch.tensor([[0.2, 0.2, 0.6, 0.7]], dtype=torch.float64), torch.tensor([1]), priors)
     assert loc.dtype == torch.float64 and (lab == 1).any()
     positive = lab > 0
-    torch.testing.assert_close(decode(loc[positive], priors[positive])[0], torch.tensor([0.2, 0.2, 0.6, 0.7], dtype=torch.float64))
+    torch.testing.assert_close(
+        decode(loc[positive], priors[positive])[0], torch.tensor([0.2, 0.2, 0.6, 0.7], dtype=torch.float64)
+    )

@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine:
+#   make demo   set up .venv and run the main job on the embedded default
+#   make test   set up .venv and run the tests
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch and torchvision must come as a matching pair (a lone torch upgrade breaks
+# torchvision.ops); override for another CUDA or platform, e.g.
+#   make demo TORCH="torch==2.9.1 torchvision==0.24.1"
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) -m jobs.train --config configs/shapes_light.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.core
+
+lint: $(STAMP)
+	$(PY) -m ruff check ssd_core pipeline jobs tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,40 @@
+"""Train an SSD and print its validation mAP.
+
+    python -m jobs.train --config configs/shapes_light.yaml [--set train.epochs=5 ...]
+
+For now this trains in this process (pipeline.local_train); the pipeline issue moves it
+onto Ray Train with MLflow tracking, with the same arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.config import load_config
+from pipeline.local_train import train_locally
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="experiment YAML (defaults: the light model on generated shapes)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set train.lr=0.01 (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    result = train_locally(cfg)
+    print(f"final val mAP@0.5 (VOC07): {result['val_mAP']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

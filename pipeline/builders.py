@@ -1,0 +1,62 @@
+"""Config -> ssd_core objects: the one place that maps config fields to constructor args."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pipeline.config import ModelConfig, TrainConfig
+from ssd_core.models import ssd300_vgg16, ssd512_vgg16, ssd_light
+from ssd_core.models.ssd import SSD
+from ssd_core.priors import scales_from_range
+
+_MAPS = {"ssd300": 6, "ssd512": 7}
+
+
+def model_scales(cfg: ModelConfig, num_maps: int) -> list[float] | None:
+    """The m + 1 default-box scales the config asks for, or None for the model's own."""
+    if cfg.scales is not None:
+        return list(cfg.scales)
+    if cfg.s_min is None and cfg.s_max is None:
+        return None
+    if cfg.s_min is None or cfg.s_max is None:
+        raise ValueError("model.s_min and model.s_max go together")
+    return scales_from_range(cfg.s_min, cfg.s_max, num_maps, first_scale=cfg.first_scale)
+
+
+def build_model(cfg: ModelConfig, num_classes: int) -> SSD:
+    """The SSD the config names, for ``num_classes`` classes including background."""
+    if cfg.name == "light":
+        probe = ssd_light(num_classes, cfg.image_size, cfg.width)  # to learn its map count
+        scales = model_scales(cfg, len(probe.prior_spec.feature_sizes))
+        return probe if scales is None else ssd_light(num_classes, cfg.image_size, cfg.width, scales)
+    if cfg.name in _MAPS:
+        factory = ssd300_vgg16 if cfg.name == "ssd300" else ssd512_vgg16
+        return factory(num_classes, batch_norm=cfg.batch_norm, scales=model_scales(cfg, _MAPS[cfg.name]))
+    raise ValueError(f"unknown model.name {cfg.name!r} (light, ssd300, ssd512)")
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    """SGD with momentum; no weight decay on biases, BN and L2Norm scales (their decay
+    only shrinks the scale the layer is there to learn)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_iters: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup, then multistep decay at ``milestones`` (fractions of ``total_iters``),
+    stepped once per iteration."""
+    steps = [math.floor(m * total_iters) for m in cfg.milestones]
+
+    def factor(it: int) -> float:
+        warm = min(1.0, (it + 1) / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
+        return warm * cfg.gamma ** sum(it >= s for s in steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

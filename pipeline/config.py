@@ -1,0 +1,177 @@
+"""The experiment config: one tree of frozen dataclasses, from YAML and ``--set`` overrides.
+
+It crosses process boundaries (Ray workers, Tune trials, MLflow params) as a plain dict
+(:func:`to_dict` / :func:`from_dict`) and is rebuilt on the other side. Unknown keys are
+errors that name the key, so a typo in a YAML file or an override never passes silently.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which SSD and its default boxes. ``scales`` (m + 1 values) wins over the range."""
+
+    name: str = "light"  # light | ssd300 | ssd512
+    image_size: int = 128  # light only; SSD300/512 fix their own
+    width: float = 1.0  # light only
+    batch_norm: bool = False  # ssd300/ssd512: BN backbone for training from scratch
+    s_min: float | None = None  # None: the model's own default scales
+    s_max: float | None = None
+    first_scale: float | None = None
+    scales: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where images come from. ``shapes`` is the generated set of the embedded default."""
+
+    source: str = "shapes"
+    num_train: int = 2000
+    num_val: int = 300
+    seed: int = 0
+    shapes_image_size: int = 128
+    shapes_max_objects: int = 6
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    alpha: float = 1.0
+    neg_pos_ratio: float = 3.0
+    iou_threshold: float = 0.5
+    min_negatives: int = 8
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """SGD with momentum; ``lr`` is for ``batch_size`` (scale it with the global batch)."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_iters: int = 100
+    milestones: tuple[float, ...] = (2 / 3, 5 / 6)  # fractions of the schedule (the paper's 80k/120k)
+    gamma: float = 0.1
+    grad_clip: float | None = None
+    time_limit_s: float | None = None  # stop early (after the running epoch) past this
+    seed: int = 0
+    num_threads: int | None = None  # torch intra-op threads; None: torch's default
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    score_threshold: float = 0.01
+    nms_threshold: float = 0.45
+    top_k: int = 400
+    max_detections: int = 200
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "shapes-light"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A plain, YAML- and pickle-friendly dict (tuples become lists)."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (tuple, list)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(dataclasses.asdict(config))
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config key {where}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], where) for v in value)
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+        raise ValueError(f"config key {where}: expected {hint.__name__}, got {value!r}")
+    if hint is float and not isinstance(value, float):
+        raise ValueError(f"config key {where}: expected a number, got {value!r}")
+    return value
+
+
+def _build(cls: type, data: Mapping[str, Any] | None, where: str = "") -> Any:
+    data = dict(data or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ValueError(f"unknown config key {prefix}{unknown[0]} (known: {', '.join(sorted(names))})")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
+    """Rebuild a config from :func:`to_dict`'s output (or a YAML document)."""
+    return _build(ExperimentConfig, data)
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides to a plain config dict; values are parsed as YAML."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"override {item!r} is not of the form a.b=value")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for p in parents:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {item!r}: {p} is not a section")
+            node[p] = child = dict(child)
+            node = child
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Defaults, then the YAML file (if any), then the overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no config file at {path}")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file must be a YAML mapping")
+        data = loaded
+    try:
+        return from_dict(apply_overrides(data, overrides))
+    except ValueError as err:
+        raise ValueError(f"{path or 'config'}: {err}") from None

@@ -1,0 +1,32 @@
+import pytest
+
+from pipeline.config import ExperimentConfig, from_dict, load_config, to_dict
+
+
+def test_round_trip_through_a_plain_dict():
+    cfg = load_config(None, ["train.lr=0.1", "model.scales=[0.1, 0.2, 0.4, 0.6, 0.8, 1.0]"])
+    assert from_dict(to_dict(cfg)) == cfg
+    assert cfg.model.scales == (0.1, 0.2, 0.4, 0.6, 0.8, 1.0) and cfg.train.lr == 0.1
+
+
+def test_yaml_then_overrides(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("name: exp\ntrain:\n  epochs: 3\n  lr: 0.2\n")
+    cfg = load_config(path, ["train.epochs=5"])
+    assert (cfg.name, cfg.train.epochs, cfg.train.lr) == ("exp", 5, 0.2)
+    assert cfg.loss == ExperimentConfig().loss
+
+
+def test_unknown_keys_and_bad_values_are_named(tmp_path):
+    with pytest.raises(ValueError, match="train.lrr"):
+        load_config(None, ["train.lrr=1"])
+    with pytest.raises(ValueError, match="train.epochs"):
+        load_config(None, ["train.epochs=many"])
+    with pytest.raises(ValueError, match="a.b=value"):
+        load_config(None, ["train.epochs"])
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_shipped_config_loads():
+    assert load_config("configs/shapes_light.yaml").model.name == "light"
