@@ -80,7 +80,8 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
     scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * iters_per_epoch)
     log(
         f"model: {cfg.model.name}, {sum(p.numel() for p in model.parameters()):,} parameters, "
-        f"{model.priors.shape[0]} priors, input {model.image_size}px; {cfg.train.epochs} epochs x {iters_per_epoch} iters"
+        f"{model.priors.shape[0]} priors, input {model.image_size}px; "
+        f"{cfg.train.epochs} epochs x {iters_per_epoch} iters"
     )
 
     history, start = [], time.perf_counter()
