@@ -72,7 +72,7 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
     )
 
     model = build_model(cfg.model, num_classes=len(class_names) + 1)
-    encoder = TargetEncoder(model.priors, cfg.loss.iou_threshold)
+    encoder = TargetEncoder(model.priors, cfg.loss.iou_threshold, prior_spec=model.prior_spec)
     iters_per_epoch = len(train) // cfg.train.batch_size
     if iters_per_epoch == 0:
         raise ValueError(f"data.num_train={len(train)} is smaller than train.batch_size={cfg.train.batch_size}")

@@ -35,15 +35,11 @@ def encode_batch(
     boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], encoder: TargetEncoder
 ) -> tuple[Tensor, Tensor]:
     """Pixel xyxy boxes of B images -> ``(loc_targets [B, P, 4], labels [B, P])``."""
-    locs, labs = [], []
-    for b, lab, (h, w) in zip(boxes, labels, sizes):
-        norm = torch.from_numpy(np.asarray(b, np.float32).reshape(-1, 4)) / torch.tensor(
-            [w, h, w, h], dtype=torch.float32
-        )
-        loc, prior_labels = encoder(norm, torch.from_numpy(np.asarray(lab, np.int64)))
-        locs.append(loc)
-        labs.append(prior_labels)
-    return torch.stack(locs), torch.stack(labs)
+    normalised = [
+        torch.from_numpy(np.asarray(b, np.float32).reshape(-1, 4)) / torch.tensor([w, h, w, h], dtype=torch.float32)
+        for b, (h, w) in zip(boxes, sizes)
+    ]
+    return encoder.encode_batch(normalised, [torch.from_numpy(np.asarray(lab, np.int64)) for lab in labels])
 
 
 def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -4,8 +4,8 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import box_iou
 
 from ssd_core.boxes import cxcywh_to_xyxy, decode, encode, xyxy_to_cxcywh
-from ssd_core.matching import encode_targets, match_priors
-from ssd_core.priors import make_priors, ssd300_prior_spec
+from ssd_core.matching import TargetEncoder, encode_targets, match_priors
+from ssd_core.priors import make_priors, ssd300_prior_spec, ssd512_prior_spec
 
 PRIORS = make_priors(ssd300_prior_spec())
 
@@ -124,3 +124,53 @@ def test_float64():
     torch.testing.assert_close(
         decode(loc[positive], priors[positive])[0], torch.tensor([0.2, 0.2, 0.6, 0.7], dtype=torch.float64)
     )
+
+
+def random_images(seed: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Boxes from tiny to whole-image, some near-duplicates, some images empty."""
+    g = torch.Generator().manual_seed(seed)
+    images = []
+    for i in range(count):
+        n = 0 if i % 17 == 0 else int(torch.randint(1, 25, (1,), generator=g))
+        wh = torch.rand(n, 2, generator=g) ** 2 * 0.9 + 0.003
+        xy = torch.rand(n, 2, generator=g) * (1 - wh)
+        boxes = torch.cat((xy, xy + wh), 1)
+        if i % 10 == 1 and n > 1:
+            boxes[1:] = boxes[0] + torch.rand(n - 1, 4, generator=g) * 0.01
+        # Inside the image with positive size, as the datasets guarantee.
+        boxes[:, :2] = boxes[:, :2].clamp(0, 0.997)
+        boxes[:, 2:] = torch.maximum(boxes[:, 2:].clamp(max=1.0), boxes[:, :2] + 0.002)
+        images.append((boxes, torch.randint(1, 10, (n,), generator=g)))
+    return images
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [ssd300_prior_spec(), ssd300_prior_spec(clip="box"), ssd300_prior_spec(clip="size"), ssd512_prior_spec()],
+    ids=["ssd300", "ssd300-clip-box", "ssd300-clip-size", "ssd512"],
+)
+def test_sparse_search_equals_dense(spec):
+    priors = make_priors(spec)
+    dense, sparse = TargetEncoder(priors), TargetEncoder(priors, prior_spec=spec)
+    seed = ["none", "box", "size"].index(spec.clip) + len(spec.feature_sizes)
+    for boxes, labels in random_images(seed, 150):
+        loc_d, lab_d = dense(boxes, labels)
+        loc_s, lab_s = sparse(boxes, labels)
+        assert torch.equal(lab_d, lab_s)
+        torch.testing.assert_close(loc_d, loc_s)
+
+
+def test_batch_equals_one_by_one():
+    spec = ssd300_prior_spec()
+    encoder = TargetEncoder(make_priors(spec), prior_spec=spec)
+    images = random_images(7, 40)
+    loc, labels = encoder.encode_batch([b for b, _ in images], [lab for _, lab in images])
+    assert loc.shape == (40, 8732, 4) and labels.shape == (40, 8732)
+    for i, (boxes, lab) in enumerate(images):
+        one_loc, one_lab = encoder(boxes, lab)
+        assert torch.equal(labels[i], one_lab) and torch.equal(loc[i], one_loc)
+
+
+def test_spec_must_match_priors():
+    with pytest.raises(ValueError, match="8732 priors"):
+        TargetEncoder(make_priors(ssd512_prior_spec()), prior_spec=ssd300_prior_spec())
