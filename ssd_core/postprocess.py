@@ -1,9 +1,10 @@
 """From head outputs to detections: decode, threshold, per-class top-k, NMS, keep.
 
-The whole batch goes through one ``torchvision.ops.batched_nms`` call, grouped by
-(image, class), instead of one call per image and class: with trained-like scores most
-of the ``B * P * (C - 1)`` candidates fall below the score threshold, and the per-call
-overhead is what a Python loop over classes and images pays.
+The whole batch is thresholded at once and its candidates grouped by (image, class).
+One sort orders them by group and score, which gives each group's top-k; then groups
+are packed into a few ``torchvision.ops.nms`` calls, each group offset from the others
+so they cannot suppress each other. torchvision's per-class loop instead scans every
+image's scores once per class and calls NMS per image.
 """
 
 from __future__ import annotations
@@ -12,9 +13,14 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from ssd_core.boxes import Variances, decode
+
+# Groups are packed into NMS calls of about this many boxes: one call per group pays
+# the call overhead hundreds of times; one call for everything pays for comparing boxes
+# of different groups, since the CPU kernel is quadratic in the worst case.
+_CHUNK = 300
 
 
 def rank_within_groups(groups: Tensor, scores: Tensor) -> Tensor:
@@ -24,14 +30,82 @@ def rank_within_groups(groups: Tensor, scores: Tensor) -> Tensor:
     order = order[torch.argsort(groups[order], stable=True)]
     sorted_groups = groups[order]
     position = torch.arange(groups.numel(), device=groups.device)
-    group_start = torch.zeros_like(position)
     new_group = torch.ones_like(sorted_groups, dtype=torch.bool)
     new_group[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    group_start[new_group] = position[new_group]
-    group_start = torch.cummax(group_start, dim=0).values
+    group_start = torch.cummax(torch.where(new_group, position, 0), dim=0).values
     rank = torch.empty_like(position)
     rank[order] = position - group_start
     return rank
+
+
+def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float, top_k: int) -> Tensor:
+    """NMS within each group after keeping each group's ``top_k`` best.
+
+    Args:
+        boxes: ``[K, 4]`` xyxy in [0, 1]; scores: ``[K]`` in (0, 1]; groups: ``[K]`` int64.
+
+    Returns:
+        Indices of the kept boxes, sorted by decreasing score.
+    """
+    n = boxes.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.int64, device=boxes.device)
+    # One sort by (group, decreasing score): scores in (0, 1] keep 2g - s inside group g's slot.
+    order = torch.argsort(groups.double() * 2 - scores.double(), stable=True)
+    sorted_groups = groups[order]
+    position = torch.arange(n, device=boxes.device)
+    new_group = torch.ones(n, dtype=torch.bool, device=boxes.device)
+    new_group[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    group_start = torch.cummax(torch.where(new_group, position, 0), dim=0).values
+    keep = position - group_start < top_k
+    order, group_start, new_group = order[keep], group_start[keep], new_group[keep]
+
+    # Pack whole groups into chunks; inside a chunk, offset each group by 2 (boxes lie in
+    # [0, 1]) so they never overlap, in float64 so the offset costs no IoU precision.
+    dense_group = torch.cumsum(new_group, 0) - 1
+    chunk_of = torch.div(group_start, _CHUNK, rounding_mode="floor")  # a group never straddles two
+    chunk_sizes = torch.bincount(chunk_of).tolist()
+    kept = []
+    for members, local in zip(torch.split(order, chunk_sizes), torch.split(dense_group, chunk_sizes)):
+        if members.numel() == 0:
+            continue
+        offsets = ((local - local[0]) * 2).double()[:, None]
+        chunk_boxes = boxes[members].double() + offsets
+        kept.append(members[nms(chunk_boxes, scores[members].double(), iou_threshold)])
+    index = torch.cat(kept)
+    return index[torch.argsort(scores[index], descending=True, stable=True)]
+
+
+def nms_top_of_each_image(
+    boxes: Tensor, scores: Tensor, groups: Tensor, image: Tensor, iou_threshold: float, top_k: int, keep: int
+) -> Tensor:
+    """:func:`grouped_nms`, exact for each image's ``keep`` best survivors, at a fraction
+    of the work when an image has many candidates.
+
+    NMS never lets a box affect a higher-scored one, so the survivors among an image's M
+    best candidates are exactly the full run's survivors above the M-th score. When at
+    least ``keep`` of them survive, the image's final ``keep`` are among them. First
+    pass: each image's ``2 * keep`` best candidates; an image short of ``keep`` survivors
+    that had more candidates runs again with all of them.
+    """
+    first = 2 * keep
+    n = boxes.shape[0]
+    order = torch.argsort(image.double() * 2 - scores.double(), stable=True)  # by image, best first
+    sorted_image = image[order]
+    counts = torch.bincount(sorted_image)
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(n, device=boxes.device) - starts[sorted_image]
+    if n == 0 or int(counts.max()) <= first:
+        return grouped_nms(boxes, scores, groups, iou_threshold, top_k)
+    subset = order[rank < first]
+    kept = subset[grouped_nms(boxes[subset], scores[subset], groups[subset], iou_threshold, top_k)]
+    survivors = torch.bincount(image[kept], minlength=counts.numel())
+    redo = (survivors < keep) & (counts > first)
+    if redo.any():
+        again = torch.nonzero(redo[image]).squeeze(1)
+        redone = again[grouped_nms(boxes[again], scores[again], groups[again], iou_threshold, top_k)]
+        kept = torch.cat((kept[~redo[image[kept]]], redone))
+    return kept[torch.argsort(scores[kept], descending=True, stable=True)]
 
 
 @torch.no_grad()
@@ -66,28 +140,28 @@ def detect(
     batch, num_priors, num_classes = conf.shape
     if len(image_sizes) != batch:
         raise ValueError(f"{len(image_sizes)} image sizes for a batch of {batch}")
-    boxes = decode(loc.float(), priors.float(), variances)  # [B, P, 4] normalised xyxy
     scores = torch.softmax(conf.float(), dim=2)[..., 1:]  # [B, P, C-1]
-
     image, prior, cls = torch.nonzero(scores > score_threshold, as_tuple=True)
     cand_scores = scores[image, prior, cls]
+    # Decode only the candidates' priors. NMS runs in the model's square input geometry
+    # (normalised boxes clipped to [0, 1]), as the Caffe DetectionOutput layer and
+    # torchvision do; boxes are scaled to pixels afterwards.
+    cand_boxes = decode(loc.float()[image, prior], priors.float()[prior], variances).clamp(0.0, 1.0)
     groups = image * num_classes + cls
-    if cand_scores.numel() and top_k < num_priors:
-        keep = rank_within_groups(groups, cand_scores) < top_k
-        image, prior, cls, cand_scores, groups = image[keep], prior[keep], cls[keep], cand_scores[keep], groups[keep]
+    kept = nms_top_of_each_image(
+        cand_boxes, cand_scores, groups, image, nms_threshold, min(top_k, num_priors), max_detections
+    )
 
-    # NMS in the model's square input geometry (normalised boxes clipped to [0, 1]), as
-    # the Caffe DetectionOutput layer and torchvision do; scaled to pixels afterwards.
-    cand_boxes = boxes[image, prior].clamp(0.0, 1.0)
-    kept = batched_nms(cand_boxes, cand_scores, groups, nms_threshold)  # sorted by score
-    kept = kept[rank_within_groups(image[kept], cand_scores[kept]) < max_detections]
+    # Kept is sorted by score; regroup by image (stable) and keep the first max_detections.
+    kept = kept[torch.argsort(image[kept], stable=True)]
+    counts = torch.bincount(image[kept], minlength=batch)
+    starts = torch.cumsum(counts, 0) - counts
+    position = torch.arange(kept.numel(), device=kept.device) - torch.repeat_interleave(starts, counts)
+    kept = kept[position < max_detections]
+    counts = counts.clamp(max=max_detections).tolist()
 
     sizes = torch.tensor(image_sizes, dtype=cand_boxes.dtype, device=cand_boxes.device)  # [B, 2] (h, w)
     pixel_boxes = cand_boxes[kept] * sizes[image[kept]].flip(1).repeat(1, 2)  # times (w, h, w, h)
-    image_of_kept = image[kept]
-    order = torch.argsort(image_of_kept, stable=True)  # stable: score order within image
-    counts = torch.bincount(image_of_kept, minlength=batch).tolist()
-    kept, pixel_boxes = kept[order], pixel_boxes[order]
     return [
         {"boxes": b, "scores": cand_scores[idx], "labels": cls[idx] + 1}
         for idx, b in zip(torch.split(kept, counts), torch.split(pixel_boxes, counts))

@@ -4,6 +4,7 @@ from torchvision.models.detection import ssd300_vgg16 as tv_ssd300
 from torchvision.ops import box_iou, nms
 
 from ssd_core.boxes import cxcywh_to_xyxy
+from ssd_core import postprocess
 from ssd_core.postprocess import detect, rank_within_groups
 from ssd_core.priors import make_priors, ssd300_prior_spec
 
@@ -89,3 +90,31 @@ def test_nothing_above_threshold_gives_empty_tensors():
     out = detect(torch.zeros(2, 8732, 4), conf, PRIORS, [(10, 10), (20, 20)])
     assert [o["boxes"].shape for o in out] == [(0, 4), (0, 4)]
     assert out[0]["labels"].dtype == torch.int64
+
+
+def test_first_pass_short_of_survivors_reruns_the_image(monkeypatch):
+    # Image 0: its 300 best candidates are one object seen by many priors (NMS keeps one),
+    # so a first pass over its best 2 * max_detections comes up short and must rerun.
+    loc, conf = trained_like_outputs(2, 4, 9)
+    conf[0, :, 0] = 0.0
+    conf[0, :, 1:] = -5.0
+    same_object = torch.arange(0, 1200, 4)  # the s_k square box of 300 cells of the 38 map
+    conf[0, same_object, 1] = 8.0 + torch.linspace(0, 1, 300)
+    loc[0, same_object] = 0.0
+    centre = PRIORS[same_object[0]].clone()
+    loc[0, same_object, :2] = (centre[:2] - PRIORS[same_object, :2]) / (0.1 * PRIORS[same_object, 2:])
+    conf[0, 4000:4300, 2] = 6.0 + torch.linspace(0, 0.5, 300)  # 300 lower, distinct scores (no ties)
+    tv = tv_ssd300(weights=None, weights_backbone=None, num_classes=4)
+    tv.detections_per_img = 100
+    anchors = cxcywh_to_xyxy(PRIORS) * 300
+    ref = tv.postprocess_detections({"bbox_regression": loc, "cls_logits": conf}, [anchors] * 2, [(300, 300)] * 2)
+    calls = []
+    original = postprocess.grouped_nms
+    monkeypatch.setattr(postprocess, "grouped_nms", lambda *a: calls.append(len(a[0])) or original(*a))
+    ours = detect(loc, conf, PRIORS, [(300, 300)] * 2, max_detections=100)
+    assert len(calls) == 2 and calls[0] == 400  # both images' best 200, then image 0 again
+    # one survivor of the 200-candidate first pass, so the image was rerun to find the rest
+    assert (ours[0]["labels"] == 1).sum() == 1 and (ours[0]["labels"] == 2).sum() > 1
+    for o, r in zip(ours, ref):
+        assert torch.equal(o["labels"], r["labels"])
+        torch.testing.assert_close(o["boxes"], r["boxes"], atol=1e-3, rtol=0)
