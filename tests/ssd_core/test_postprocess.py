@@ -3,8 +3,8 @@ import torch
 from torchvision.models.detection import ssd300_vgg16 as tv_ssd300
 from torchvision.ops import box_iou, nms
 
-from ssd_core.boxes import cxcywh_to_xyxy
 from ssd_core import postprocess
+from ssd_core.boxes import cxcywh_to_xyxy
 from ssd_core.postprocess import detect, rank_within_groups
 from ssd_core.priors import make_priors, ssd300_prior_spec
 
