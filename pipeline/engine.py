@@ -81,22 +81,30 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict(model: SSD, images: Sequence[np.ndarray], cfg: EvalConfig) -> list[dict[str, Tensor]]:
+def predict(
+    model: SSD, images: Sequence[np.ndarray], cfg: EvalConfig, channels_last: bool = False
+) -> list[dict[str, Tensor]]:
     """Detections for uint8 ``[H, W, 3]`` images, boxes in their own pixels."""
     model.eval()
     out: list[dict[str, Tensor]] = []
     for i in range(0, len(images), cfg.batch_size):
         chunk = images[i : i + cfg.batch_size]
-        loc, conf = model(to_model_input(chunk, model))
+        loc, conf = model(to_model_input(chunk, model, channels_last))
         out += detect(
-            loc, conf, model.priors, [im.shape[:2] for im in chunk],
-            cfg.score_threshold, cfg.nms_threshold, cfg.top_k, cfg.max_detections,
+            loc,
+            conf,
+            model.priors,
+            [im.shape[:2] for im in chunk],
+            cfg.score_threshold,
+            cfg.nms_threshold,
+            cfg.top_k,
+            cfg.max_detections,
         )
     return out
 
 
-def evaluate(model: SSD, samples: Sequence, cfg: EvalConfig) -> dict:
+def evaluate(model: SSD, samples: Sequence, cfg: EvalConfig, channels_last: bool = False) -> dict:
     """VOC07 11-point mAP@0.5 of ``model`` on samples with ``image``/``boxes``/``labels``."""
-    detections = predict(model, [s.image for s in samples], cfg)
+    detections = predict(model, [s.image for s in samples], cfg, channels_last)
     truths = [{"boxes": s.boxes, "labels": s.labels} for s in samples]
     return evaluate_voc(detections, truths, iou_threshold=0.5, use_07_metric=True)

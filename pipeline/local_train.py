@@ -36,7 +36,12 @@ def load_samples(cfg: ExperimentConfig) -> tuple[list[ShapeSample], list[ShapeSa
 
 
 def iterate_batches(
-    samples: list[ShapeSample], model: SSD, encoder: TargetEncoder, batch_size: int, rng: random.Random
+    samples: list[ShapeSample],
+    model: SSD,
+    encoder: TargetEncoder,
+    batch_size: int,
+    rng: random.Random,
+    channels_last: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
     """Shuffled batches with random horizontal flips; the last partial batch is dropped."""
     order = list(range(len(samples)))
@@ -50,7 +55,7 @@ def iterate_batches(
             boxes.append(b)
             labels.append(s.labels)
         loc_targets, prior_labels = encode_batch(boxes, labels, [im.shape[:2] for im in images], encoder)
-        yield to_model_input(images, model), loc_targets, prior_labels
+        yield to_model_input(images, model, channels_last), loc_targets, prior_labels
 
 
 def print_now(line: str) -> None:
@@ -72,6 +77,8 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
     )
 
     model = build_model(cfg.model, num_classes=len(class_names) + 1)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     encoder = TargetEncoder(model.priors, cfg.loss.iou_threshold, prior_spec=model.prior_spec)
     iters_per_epoch = len(train) // cfg.train.batch_size
     if iters_per_epoch == 0:
@@ -105,7 +112,7 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
             log(f"time limit {cfg.train.time_limit_s:.0f}s reached after epoch {epoch}; stopping early")
             break
 
-    metrics = evaluate(model, val, cfg.eval)
+    metrics = evaluate(model, val, cfg.eval, cfg.train.channels_last)
     per_class = ", ".join(f"{class_names[k - 1]} {v:.3f}" for k, v in metrics["AP"].items())
     log(f"val VOC07 mAP@0.5 {metrics['mAP']:.3f} on {len(val)} held-out images ({per_class})")
     return {"epochs": history, "val_mAP": metrics["mAP"], "AP": metrics["AP"], "model": model}

@@ -16,8 +16,9 @@ from ssd_core.matching import TargetEncoder
 from ssd_core.models.ssd import SSD
 
 
-def to_model_input(images: Sequence[np.ndarray], model: SSD) -> Tensor:
-    """``B`` uint8 ``[H, W, 3]`` images -> ``[B, 3, S, S]`` float, resized and normalised."""
+def to_model_input(images: Sequence[np.ndarray], model: SSD, channels_last: bool = False) -> Tensor:
+    """``B`` uint8 ``[H, W, 3]`` images -> ``[B, 3, S, S]`` float, resized and normalised
+    (in NHWC memory order with ``channels_last``, to match a channels-last model)."""
     size = model.image_size
     tensors = []
     for image in images:
@@ -28,7 +29,8 @@ def to_model_input(images: Sequence[np.ndarray], model: SSD) -> Tensor:
     batch = torch.stack(tensors)
     mean = torch.tensor(model.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(model.image_std).view(1, 3, 1, 1)
-    return (batch - mean) / std
+    batch = (batch - mean) / std
+    return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
 
 
 def encode_batch(
