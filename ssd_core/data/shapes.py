@@ -10,8 +10,11 @@ machine: it draws from its own ``numpy.random.Generator((s, i))``.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -55,8 +58,18 @@ def _polygon(kind: str, x1: float, y1: float, x2: float, y2: float) -> list[tupl
     w3, h3 = (x2 - x1) / 3, (y2 - y1) / 3
     xs, ys = (x1, x1 + w3, x2 - w3, x2), (y1, y1 + h3, y2 - h3, y2)
     return [
-        (xs[1], ys[0]), (xs[2], ys[0]), (xs[2], ys[1]), (xs[3], ys[1]), (xs[3], ys[2]), (xs[2], ys[2]),
-        (xs[2], ys[3]), (xs[1], ys[3]), (xs[1], ys[2]), (xs[0], ys[2]), (xs[0], ys[1]), (xs[1], ys[1]),
+        (xs[1], ys[0]),
+        (xs[2], ys[0]),
+        (xs[2], ys[1]),
+        (xs[3], ys[1]),
+        (xs[3], ys[2]),
+        (xs[2], ys[2]),
+        (xs[2], ys[3]),
+        (xs[1], ys[3]),
+        (xs[1], ys[2]),
+        (xs[0], ys[2]),
+        (xs[0], ys[1]),
+        (xs[1], ys[1]),
     ]
 
 
@@ -71,8 +84,14 @@ def _visible_fraction(box: np.ndarray, later: np.ndarray) -> float:
     return 1.0 - covered / area
 
 
-def draw_sample(seed: int, image_id: int, image_size: int = 128, max_objects: int = 6,
-                min_size: int = 8, empty_fraction: float = 0.05) -> ShapeSample:
+def draw_sample(
+    seed: int,
+    image_id: int,
+    image_size: int = 128,
+    max_objects: int = 6,
+    min_size: int = 8,
+    empty_fraction: float = 0.05,
+) -> ShapeSample:
     """Draw image ``image_id`` of the set made from ``seed``."""
     rng = np.random.default_rng((seed, image_id))
     size = image_size
@@ -118,3 +137,56 @@ def draw_sample(seed: int, image_id: int, image_size: int = 128, max_objects: in
 def generate_shapes(num_images: int, seed: int = 0, image_size: int = 128, max_objects: int = 6) -> list[ShapeSample]:
     """``num_images`` samples of the set made from ``seed``."""
     return [draw_sample(seed, i, image_size, max_objects) for i in range(num_images)]
+
+
+def write_shapes(
+    out_dir: str | Path,
+    split: str,
+    num_images: int,
+    seed: int = 0,
+    image_size: int = 128,
+    max_objects: int = 6,
+    quality: int = 95,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Write a split of the set as JPEGs plus a COCO instances file, the layout a user's
+    COCO-style data has, and return the annotation file's path.
+
+        out_dir/{split}/000000.jpg ...   out_dir/annotations/instances_{split}.json
+
+    Idempotent: an existing complete split (its annotation file, written last and
+    atomically, records the same seed, count and sizes) is left as it is.
+    """
+    out_dir = Path(out_dir)
+    ann_path = out_dir / "annotations" / f"instances_{split}.json"
+    settings = {"seed": seed, "num_images": num_images, "image_size": image_size, "max_objects": max_objects}
+    if ann_path.is_file():
+        with open(ann_path) as f:
+            if json.load(f).get("info", {}).get("generator") == settings:
+                return ann_path
+    (out_dir / split).mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for i in range(num_images):
+        sample = draw_sample(seed, i, image_size, max_objects)
+        name = f"{i:06d}.jpg"
+        Image.fromarray(sample.image).save(out_dir / split / name, quality=quality)
+        images.append({"id": i, "file_name": name, "width": image_size, "height": image_size})
+        for box, label in zip(sample.boxes.tolist(), sample.labels.tolist()):
+            x1, y1, x2, y2 = box
+            annotations.append({
+                "id": len(annotations) + 1, "image_id": i, "category_id": int(label),
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1), "iscrowd": 0,
+            })  # fmt: skip
+        if progress is not None:
+            progress(i + 1, num_images)
+    doc = {
+        "info": {"description": "generated shapes", "generator": settings},
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": i + 1, "name": n} for i, n in enumerate(SHAPE_CLASSES)],
+    }
+    ann_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ann_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc))
+    tmp.replace(ann_path)  # atomic: a half-written split never looks complete
+    return ann_path

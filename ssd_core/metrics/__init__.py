@@ -1,5 +1,6 @@
-"""Detection metrics: Pascal VOC AP (COCO AP through pycocotools comes with the data issue)."""
+"""Detection metrics: Pascal VOC AP and COCO AP (through pycocotools)."""
 
+from ssd_core.metrics.coco import COCO_STATS, evaluate_coco
 from ssd_core.metrics.voc import average_precision, evaluate_voc, precision_recall
 
-__all__ = ["average_precision", "evaluate_voc", "precision_recall"]
+__all__ = ["COCO_STATS", "average_precision", "evaluate_coco", "evaluate_voc", "precision_recall"]

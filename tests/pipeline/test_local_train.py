@@ -8,10 +8,18 @@ from pipeline.local_train import train_locally
 
 
 def test_tiny_run_trains_and_evaluates():
-    cfg = load_config(None, [
-        "data.num_train=96", "data.num_val=16", "data.shapes_image_size=96",
-        "train.epochs=3", "train.batch_size=16", "train.warmup_iters=2", "train.num_threads=2",
-    ])
+    cfg = load_config(
+        None,
+        [
+            "data.num_train=96",
+            "data.num_val=16",
+            "data.shapes_image_size=96",
+            "train.epochs=3",
+            "train.batch_size=16",
+            "train.warmup_iters=2",
+            "train.num_threads=2",
+        ],
+    )
     lines: list[str] = []
     result = train_locally(cfg, log=lines.append)
     losses = [e.loss for e in result["epochs"]]

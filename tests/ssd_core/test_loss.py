@@ -61,7 +61,9 @@ def test_all_positive_and_extreme_logits():
 
 def test_fp16_inputs_compute_in_fp32():
     out = multibox_loss(
-        torch.randn(1, 20, 4).half(), torch.randn(1, 20, 3).half(), torch.zeros(1, 20, 4).half(),
+        torch.randn(1, 20, 4).half(),
+        torch.randn(1, 20, 3).half(),
+        torch.zeros(1, 20, 4).half(),
         torch.tensor([[1] + [0] * 19]),
     )
     assert out["loss"].dtype == torch.float32

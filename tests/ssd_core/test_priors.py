@@ -38,10 +38,23 @@ def test_steps_place_centres_on_the_stride():
 
 def test_caffe_scales():
     assert scales_from_range(0.2, 0.9, 6, first_scale=0.1, integer_percent=True) == [
-        0.1, 0.2, 0.37, 0.54, 0.71, 0.88, 1.05,
+        0.1,
+        0.2,
+        0.37,
+        0.54,
+        0.71,
+        0.88,
+        1.05,
     ]
     assert scales_from_range(0.15, 0.9, 7, first_scale=0.07, integer_percent=True) == [
-        0.07, 0.15, 0.3, 0.45, 0.6, 0.75, 0.9, 1.05,
+        0.07,
+        0.15,
+        0.3,
+        0.45,
+        0.6,
+        0.75,
+        0.9,
+        1.05,
     ]
     # The paper's rule without special cases: s_k = s_min + (s_max - s_min)(k - 1)/(m - 1).
     assert scales_from_range(0.2, 0.9, 6) == pytest.approx([0.2, 0.34, 0.48, 0.62, 0.76, 0.9, 1.04])
