@@ -1,0 +1,211 @@
+"""Parquet shards of detection records, readable from a local path or any filesystem
+pyarrow understands (``s3://``, ``gs://``, ...), so a cluster reads the same data.
+
+Layout under the output URI::
+
+    {split}-00000-of-00012.parquet ... manifest.json
+
+One row per image: ``image_id`` (string), ``image`` (encoded bytes), ``width``,
+``height`` (int32), ``boxes`` (list<float32>, N * 4 xyxy pixels), ``labels``
+(list<int64>), ``difficult``, ``iscrowd`` (list<bool>). ``manifest.json`` holds the
+class names, the source, and per split the shard files and counts per class.
+
+Writing decodes every image once, so a corrupt, truncated or mis-sized file fails here
+with its path named, not deep inside a training epoch. Each local shard is written under a
+temporary name and renamed when complete (an object store publishes an object only when
+it is closed), and the manifest comes last; rerunning skips the shards already complete,
+so an interrupted conversion resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import torch
+from torchvision.io import decode_image
+
+from ssd_core.data.record import DataError, DetectionRecord
+
+SCHEMA = pa.schema([
+    ("image_id", pa.string()),
+    ("image", pa.binary()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("boxes", pa.list_(pa.float32())),
+    ("labels", pa.list_(pa.int64())),
+    ("difficult", pa.list_(pa.bool_())),
+    ("iscrowd", pa.list_(pa.bool_())),
+])  # fmt: skip
+MANIFEST = "manifest.json"
+
+
+def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
+    """A pyarrow filesystem and the path inside it, for a local path or a URI."""
+    text = str(uri)
+    if "://" in text:
+        return pafs.FileSystem.from_uri(text)
+    return pafs.LocalFileSystem(), str(Path(text).resolve())
+
+
+def encoded_image(record: DetectionRecord) -> bytes:
+    """The record's image bytes, checked to decode to the annotated size."""
+    data = record.image_bytes
+    if data is None:
+        if record.path is None:
+            raise DataError(f"image {record.image_id}: neither a path nor bytes")
+        try:
+            data = Path(record.path).read_bytes()
+        except OSError as err:
+            raise DataError(f"{record.path}: cannot read image ({err.strerror})") from None
+    try:
+        image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    except RuntimeError as err:
+        raise DataError(f"{record.source}: corrupt or unsupported image ({str(err).splitlines()[0]})") from None
+    if (image.shape[-1], image.shape[-2]) != (record.width, record.height):
+        raise DataError(
+            f"{record.source}: image is {image.shape[-1]}x{image.shape[-2]} but annotated "
+            f"{record.width}x{record.height}"
+        )
+    return data
+
+
+def _table(records: Sequence[DetectionRecord]) -> pa.Table:
+    return pa.table(
+        {
+            "image_id": [r.image_id for r in records],
+            "image": [encoded_image(r) for r in records],
+            "width": [r.width for r in records],
+            "height": [r.height for r in records],
+            "boxes": [r.boxes.reshape(-1).tolist() for r in records],
+            "labels": [r.labels.tolist() for r in records],
+            "difficult": [r.difficult.tolist() for r in records],
+            "iscrowd": [r.iscrowd.tolist() for r in records],
+        },
+        schema=SCHEMA,
+    )
+
+
+def _is_complete(fs: pafs.FileSystem, path: str, ids: list[str]) -> bool:
+    """Does ``path`` hold exactly the rows of ``ids`` (in order)?"""
+    if fs.get_file_info(path).type != pafs.FileType.File:
+        return False
+    try:
+        with fs.open_input_file(path) as f:
+            existing = pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
+    except (pa.ArrowInvalid, OSError):
+        return False
+    return existing == ids
+
+
+def write_shards(
+    records: Sequence[DetectionRecord],
+    out: str | Path,
+    split: str,
+    shard_size: int = 1000,
+    source: str = "",
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write ``records`` as the shards of ``split`` under ``out`` and update the manifest.
+
+    Returns:
+        The split's manifest entry (shard files, image and object counts, per-class counts).
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    if not records:
+        raise DataError(f"no records to write for split {split!r}")
+    fs, root = resolve(out)
+    fs.create_dir(root, recursive=True)
+    local = isinstance(fs, pafs.LocalFileSystem)
+    count = math.ceil(len(records) / shard_size)
+    files = []
+    for i in range(count):
+        chunk = records[i * shard_size : (i + 1) * shard_size]
+        name = f"{split}-{i:05d}-of-{count:05d}.parquet"
+        path = f"{root}/{name}"
+        files.append(name)
+        if not _is_complete(fs, path, [r.image_id for r in chunk]):
+            target = f"{path}.tmp" if local else path
+            with fs.open_output_stream(target) as f:
+                pq.write_table(_table(chunk), f, compression="none")  # JPEG bytes do not compress
+            if local:
+                fs.move(target, path)
+        if progress is not None:
+            progress(min((i + 1) * shard_size, len(records)), len(records))
+
+    class_names = list(records[0].class_names)
+    labels = np.concatenate([r.labels for r in records])
+    per_class = np.bincount(labels, minlength=len(class_names) + 1)[1:]
+    entry = {
+        "shards": files,
+        "images": len(records),
+        "objects": int(len(labels)),
+        "per_class": {name: int(n) for name, n in zip(class_names, per_class)},
+    }
+    manifest = read_manifest(out) if fs.get_file_info(f"{root}/{MANIFEST}").type == pafs.FileType.File else {}
+    if manifest.get("class_names", class_names) != class_names:
+        raise DataError(f"{out}: existing shards have classes {manifest['class_names']}, these have {class_names}")
+    manifest.update({"format": 1, "class_names": class_names})
+    manifest.setdefault("source", {})[split] = source
+    manifest.setdefault("splits", {})[split] = entry
+    with fs.open_output_stream(f"{root}/{MANIFEST}") as f:
+        f.write(json.dumps(manifest, indent=2).encode())
+    return entry
+
+
+def read_manifest(out: str | Path) -> dict[str, Any]:
+    fs, root = resolve(out)
+    try:
+        with fs.open_input_stream(f"{root}/{MANIFEST}") as f:
+            return json.loads(f.read())
+    except FileNotFoundError:
+        raise DataError(f"{out}: no {MANIFEST}; were shards written here?") from None
+
+
+def shard_paths(out: str | Path, split: str) -> list[str]:
+    """The URIs (or local paths) of a split's shards, from the manifest."""
+    manifest = read_manifest(out)
+    if split not in manifest.get("splits", {}):
+        raise DataError(f"{out}: no split {split!r} (have: {', '.join(manifest.get('splits', {}))})")
+    base = str(out).rstrip("/")
+    return [f"{base}/{name}" for name in manifest["splits"][split]["shards"]]
+
+
+def row_to_record(row: dict[str, Any], class_names: Sequence[str]) -> DetectionRecord:
+    """A shard row (as ``pyarrow`` ``to_pylist`` or Ray Data give it) -> a record."""
+    n = len(row["labels"])
+    return DetectionRecord(
+        image_id=row["image_id"],
+        width=int(row["width"]),
+        height=int(row["height"]),
+        boxes=np.asarray(row["boxes"], dtype=np.float32).reshape(n, 4),
+        labels=np.asarray(row["labels"], dtype=np.int64),
+        difficult=np.asarray(row["difficult"], dtype=bool),
+        iscrowd=np.asarray(row["iscrowd"], dtype=bool),
+        image_bytes=row["image"],
+        class_names=tuple(class_names),
+    )
+
+
+def read_shards(out: str | Path, split: str) -> Iterator[DetectionRecord]:
+    """The records of ``split``, shard by shard (one shard in memory at a time)."""
+    class_names = read_manifest(out)["class_names"]
+    for uri in shard_paths(out, split):
+        fs, path = resolve(uri)
+        try:
+            with fs.open_input_file(path) as f:
+                table = pq.read_table(f, schema=SCHEMA)
+        except FileNotFoundError:
+            raise DataError(f"{uri}: shard listed in the manifest is missing") from None
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(f"{uri}: unreadable shard ({err})") from None
+        for row in table.to_pylist():
+            yield row_to_record(row, class_names)
