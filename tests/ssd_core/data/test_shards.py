@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ def test_round_trip_loses_nothing(records, tmp_path):
     assert len(back) == 23
     for a, b in zip(records, back):
         assert_same(a, b)
-        assert b.image_bytes == open(a.path, "rb").read()
+        assert b.image_bytes == Path(a.path).read_bytes()
     assert list(read_shards(f"file://{out}", "train"))[0].image_id == records[0].image_id
 
 
@@ -51,7 +52,7 @@ def test_rerun_resumes_and_rewrites_only_what_is_missing(records, tmp_path):
     paths = shard_paths(out, "train")
     stamps = [os.stat(p).st_mtime_ns for p in paths]
     os.remove(paths[2])
-    open(paths[3], "wb").write(b"PAR1 truncated")  # a shard cut short by a crash
+    Path(paths[3]).write_bytes(b"PAR1 truncated")  # a shard cut short by a crash
     (out / "train-00000-of-00005.parquet.tmp").write_bytes(b"partial")  # a leftover temp file
     write_shards(records, out, "train", shard_size=5)
     after = [os.stat(p).st_mtime_ns for p in paths]
