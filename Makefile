@@ -29,6 +29,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.core
+	$(PY) -m benchmarks.data
 
 lint: $(STAMP)
 	$(PY) -m ruff check ssd_core pipeline jobs tests benchmarks
