@@ -13,6 +13,7 @@ import argparse
 import io
 import time
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     data = voc_sized_jpegs(64)
     tensors = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b, _, _ in data]
     model = ssd300_vgg16()
@@ -56,7 +58,7 @@ def main() -> None:
         for start in range(0, len(data), 32):
             boxes, labels = [], []
             for i in range(start, min(start + 32, len(data))):
-                image = decode_jpeg(tensors[i])
+                image = decode_jpeg(tensors[i]).permute(1, 2, 0).numpy()  # HWC view, no copy
                 _, b, lab = augment(image, data[i][1], data[i][2], sample_rng(0, epoch, i))
                 boxes.append(torch.from_numpy(b))
                 labels.append(torch.from_numpy(lab))

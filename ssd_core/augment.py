@@ -1,4 +1,4 @@
-"""The SSD training augmentation and the evaluation preprocessing.
+"""The SSD training augmentation and the evaluation preprocessing, on uint8 ``[H, W, 3]``.
 
 In the paper's order: photometric distortion, zoom-out (expand 1-4x, p=0.5, mean fill),
 min-IoU crop (options none / 0.1 / 0.3 / 0.5 / 0.7 / 0.9 / free; side scale 0.3-1,
@@ -9,25 +9,24 @@ The geometry is composed before any pixel moves: the crop of the expanded canvas
 one rectangle of the source image, and only that rectangle is resized, straight to its
 place in the output, on a canvas of the fill colour. No 4x canvas is ever built, and the
 photometric distortion runs on that small rectangle before it is pasted, so the fill
-stays undistorted as in the paper's order (contrast uses the whole source's gray mean).
+stays undistorted as in the paper's order (every photometric step is per pixel).
 
 torchvision.transforms.v2 has RandomZoomOut and RandomIoUCrop, but its crop checks the
 IoU only of boxes whose centre lies in the crop (Caffe checks every box) and retries on
 the global RNG without bound; the sampling here follows Caffe and draws from a
-per-sample generator, so (seed, epoch, index) fixes the output. Pixel work uses torch's
-interpolate and torchvision's kernels.
+per-sample generator, so (seed, epoch, index) fixes the output. Pixels are resized with
+OpenCV's bilinear resize, as the original did. Images stay HWC, the layout
+``torchvision.io.decode_jpeg`` returns under its CHW view and channels-last training wants.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
-from ssd_core.photometric import PhotometricParams, distort, gray_mean, sample_photometric
+from ssd_core.photometric import PhotometricParams, distort, sample_photometric
 
 CROP_OPTIONS: tuple[float | None, ...] = (None, 0.1, 0.3, 0.5, 0.7, 0.9, 0.0)  # None: whole image; 0.0: free
 MAX_TRIALS = 50  # per option, as Caffe's batch samplers
@@ -57,40 +56,44 @@ class Geometry:
 def sample_crop(rng: np.random.Generator, width: int, height: int, boxes: np.ndarray) -> tuple[int, int, int, int]:
     """A min-IoU crop ``(x0, y0, x1, y1)`` of a ``width x height`` canvas (Caffe's rule).
 
-    An option is drawn uniformly; up to 50 patches are tried for it (side scale s in
-    [0.3, 1], aspect a in [max(0.5, s^2), min(2, 1/s^2)], width s*sqrt(a), height
-    s/sqrt(a) of the canvas) and the first acceptable one is taken: some box reaches the
-    option's IoU and some box has its centre inside. The 50 trials are drawn and checked
-    at once. After 10 options without success, the whole canvas.
+    Options are drawn uniformly, one after another; for each, up to 50 patches are tried
+    (side scale s in [0.3, 1], aspect a in [max(0.5, s^2), min(2, 1/s^2)], width
+    s*sqrt(a), height s/sqrt(a) of the canvas) and the first acceptable one is taken: some
+    box reaches the option's IoU and some box has its centre inside. Drawing "none", or 10
+    options without success, gives the whole canvas. All 10 x 50 trials are drawn and
+    checked in one vectorised pass; the outcome is the sequential rule's.
     """
-    whole = (0, 0, width, height)
-    for _ in range(10):
-        option = CROP_OPTIONS[int(rng.integers(len(CROP_OPTIONS)))]
-        if option is None:
-            return whole
-        scale = rng.uniform(0.3, 1.0, MAX_TRIALS)
-        aspect = rng.uniform(np.maximum(0.5, scale**2), np.minimum(2.0, 1.0 / scale**2))
-        w = np.maximum(1, (width * scale * np.sqrt(aspect)).astype(np.int64))
-        h = np.maximum(1, (height * scale / np.sqrt(aspect)).astype(np.int64))
-        x0 = (rng.random(MAX_TRIALS) * (width - w)).astype(np.int64)
-        y0 = (rng.random(MAX_TRIALS) * (height - h)).astype(np.int64)
-        ok = (w <= width) & (h <= height)
-        if len(boxes) == 0:
-            ok &= option == 0.0  # only the free option crops an empty image
-        else:
-            x1, y1 = x0 + w, y0 + h
-            cx, cy = (boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2
-            inside = (cx > x0[:, None]) & (cx < x1[:, None]) & (cy > y0[:, None]) & (cy < y1[:, None])
-            iw = np.clip(np.minimum(boxes[:, 2], x1[:, None]) - np.maximum(boxes[:, 0], x0[:, None]), 0, None)
-            ih = np.clip(np.minimum(boxes[:, 3], y1[:, None]) - np.maximum(boxes[:, 1], y0[:, None]), 0, None)
-            inter = iw * ih
-            union = ((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))[None] + (w * h)[:, None] - inter
-            ok &= inside.any(axis=1) & ((inter / union).max(axis=1) >= option)
-        hits = np.flatnonzero(ok)
+    rounds = 10
+    options = rng.integers(len(CROP_OPTIONS), size=rounds)
+    scale = rng.uniform(0.3, 1.0, (rounds, MAX_TRIALS))
+    aspect = rng.uniform(np.maximum(0.5, scale**2), np.minimum(2.0, 1.0 / scale**2))
+    fx, fy = rng.random((2, rounds, MAX_TRIALS))
+    w = np.maximum(1, (width * scale * np.sqrt(aspect)).astype(np.int64))
+    h = np.maximum(1, (height * scale / np.sqrt(aspect)).astype(np.int64))
+    x0 = (fx * (width - w)).astype(np.int64)
+    y0 = (fy * (height - h)).astype(np.int64)
+    thresholds = np.array([-1.0 if o is None else o for o in CROP_OPTIONS])[options]  # [rounds]
+    ok = (w <= width) & (h <= height)
+    if len(boxes) == 0:
+        ok &= (thresholds == 0.0)[:, None]  # only the free option crops an empty image
+    else:
+        x1, y1 = (x0 + w)[..., None], (y0 + h)[..., None]
+        bx0, by0, bx1, by1 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
+        cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
+        inside = (cx > x0[..., None]) & (cx < x1) & (cy > y0[..., None]) & (cy < y1)
+        iw = np.clip(np.minimum(bx1, x1) - np.maximum(bx0, x0[..., None]), 0, None)
+        ih = np.clip(np.minimum(by1, y1) - np.maximum(by0, y0[..., None]), 0, None)
+        inter = iw * ih
+        union = ((bx1 - bx0) * (by1 - by0)) + (w * h)[..., None] - inter
+        ok &= inside.any(axis=-1) & ((inter / union).max(axis=-1) >= thresholds[:, None])
+    for r in range(rounds):
+        if thresholds[r] < 0:
+            break  # "none": the whole canvas
+        hits = np.flatnonzero(ok[r])
         if len(hits):
             t = hits[0]
-            return int(x0[t]), int(y0[t]), int(x0[t] + w[t]), int(y0[t] + h[t])
-    return whole
+            return int(x0[r, t]), int(y0[r, t]), int(x0[r, t] + w[r, t]), int(y0[r, t] + h[r, t])
+    return 0, 0, width, height
 
 
 def sample_geometry(
@@ -108,7 +111,7 @@ def sample_geometry(
 
 
 def apply(
-    image: Tensor,
+    image: np.ndarray,
     boxes: np.ndarray,
     labels: np.ndarray,
     geometry: Geometry,
@@ -116,56 +119,55 @@ def apply(
     fill: tuple[int, int, int],
     photometric: PhotometricParams | None = None,
     min_size: float = 1.0,
-) -> tuple[Tensor, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Produce the ``size x size`` output of one draw.
 
     Args:
-        image: ``[3, H, W]`` uint8 RGB.
+        image: ``[H, W, 3]`` uint8 RGB.
         boxes: ``[N, 4]`` float32 xyxy pixels of ``image``; labels ``[N]``.
-        fill: the zoom-out fill colour (the dataset mean, 0-255).
+        fill: the zoom-out fill colour (the dataset mean, 0-255 RGB).
         min_size: boxes narrower or lower than this many output pixels are dropped
             (centre-in-crop boxes cut thin by the crop edge).
 
     Returns:
-        ``(image [3, size, size] uint8, boxes [M, 4] float32 xyxy normalised to [0, 1],
+        ``(image [size, size, 3] uint8, boxes [M, 4] float32 xyxy normalised to [0, 1],
         labels [M])``, every box with positive width and height.
     """
-    _, height, width = image.shape
+    height, width = image.shape[:2]
     x0, y0, x1, y1 = geometry.crop
     # The source rectangle under the crop, in source pixels.
     sx0, sy0 = max(x0 - geometry.left, 0), max(y0 - geometry.top, 0)
     sx1, sy1 = min(x1 - geometry.left, width), min(y1 - geometry.top, height)
-    out = torch.empty(3, size, size, dtype=torch.uint8)
-    out[:] = torch.tensor(fill, dtype=torch.uint8).view(3, 1, 1)
-    kx, ky = size / (x1 - x0), size / (y1 - y0)  # canvas -> output scale
+    ox0 = ox1 = oy0 = oy1 = 0
+    out = None
     if sx1 > sx0 and sy1 > sy0:
+        kx, ky = size / (x1 - x0), size / (y1 - y0)  # canvas -> output scale
         # Output pixels the rectangle lands on; boxes are mapped through the same rounding.
-        ox0 = round((sx0 + geometry.left - x0) * kx)
-        ox1 = round((sx1 + geometry.left - x0) * kx)
-        oy0 = round((sy0 + geometry.top - y0) * ky)
-        oy1 = round((sy1 + geometry.top - y0) * ky)
+        ox0, ox1 = round((sx0 + geometry.left - x0) * kx), round((sx1 + geometry.left - x0) * kx)
+        oy0, oy1 = round((sy0 + geometry.top - y0) * ky), round((sy1 + geometry.top - y0) * ky)
         if ox1 > ox0 and oy1 > oy0:
-            region = image[:, sy0:sy1, sx0:sx1]
-            resized = F.interpolate(region[None], size=(oy1 - oy0, ox1 - ox0), mode="bilinear", align_corners=False)[0]
+            region = cv2.resize(image[sy0:sy1, sx0:sx1], (ox1 - ox0, oy1 - oy0), interpolation=cv2.INTER_LINEAR)
             if photometric is not None:
-                mean = gray_mean(image)
-                resized = (distort(resized.float() / 255.0, photometric, mean) * 255.0).round_().to(torch.uint8)
-            out[:, oy0:oy1, ox0:ox1] = resized
-    else:
-        ox0 = ox1 = oy0 = oy1 = 0
+                region = distort(region, photometric)
+            # The region with a border of the fill colour: the output in one allocation.
+            out = cv2.copyMakeBorder(
+                region, oy0, size - oy1, ox0, size - ox1, cv2.BORDER_CONSTANT, value=tuple(int(v) for v in fill)
+            )
+    if out is None:
+        out = np.empty((size, size, 3), dtype=np.uint8)
+        out[:] = fill
 
     if len(boxes):
-        # Keep boxes whose centre (in canvas pixels) is inside the crop, clip to the crop.
+        # Keep boxes whose centre (in canvas pixels) is inside the crop; clip them to the
+        # part of the source under the crop.
         b = boxes.astype(np.float64) + [geometry.left, geometry.top, geometry.left, geometry.top]
         cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
         keep = (cx > x0) & (cx < x1) & (cy > y0) & (cy < y1)
+        ax, ay = sx0 + geometry.left, sy0 + geometry.top  # the rectangle's corner on the canvas
         b = b[keep]
-        b[:, [0, 2]] = b[:, [0, 2]].clip(x0 + (sx0 + geometry.left - x0), x0 + (sx1 + geometry.left - x0))
-        b[:, [1, 3]] = b[:, [1, 3]].clip(y0 + (sy0 + geometry.top - y0), y0 + (sy1 + geometry.top - y0))
-        # Source-rectangle coordinates -> output pixels, as the pixels were mapped.
-        fx = (ox1 - ox0) / max(sx1 - sx0, 1)
-        fy = (oy1 - oy0) / max(sy1 - sy0, 1)
-        ax, ay = sx0 + geometry.left, sy0 + geometry.top
+        b[:, [0, 2]] = b[:, [0, 2]].clip(ax, sx1 + geometry.left)
+        b[:, [1, 3]] = b[:, [1, 3]].clip(ay, sy1 + geometry.top)
+        fx, fy = (ox1 - ox0) / max(sx1 - sx0, 1), (oy1 - oy0) / max(sy1 - sy0, 1)
         out_boxes = np.stack(
             [
                 ox0 + (b[:, 0] - ax) * fx,
@@ -181,15 +183,15 @@ def apply(
         out_boxes, out_labels = np.zeros((0, 4)), labels[:0]
 
     if geometry.flip:
-        out = out.flip(-1)
+        out = cv2.flip(out, 1)
         out_boxes = np.stack([size - out_boxes[:, 2], out_boxes[:, 1], size - out_boxes[:, 0], out_boxes[:, 3]], 1)
     return out, (out_boxes / size).astype(np.float32).reshape(-1, 4), out_labels
 
 
 @dataclass(frozen=True)
 class SSDAugment:
-    """The training augmentation: ``(image [3, H, W] uint8, boxes [N, 4] px, labels [N])``
-    -> ``(image [3, S, S] uint8, boxes [M, 4] normalised xyxy, labels [M])``.
+    """The training augmentation: ``(image [H, W, 3] uint8, boxes [N, 4] px, labels [N])``
+    -> ``(image [S, S, 3] uint8, boxes [M, 4] normalised xyxy, labels [M])``.
 
     ``fill`` is the zoom-out colour (0-255 RGB; the ImageNet mean by default).
     """
@@ -200,13 +202,13 @@ class SSDAugment:
     photometric: bool = True
 
     def __call__(
-        self, image: Tensor, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
-    ) -> tuple[Tensor, np.ndarray, np.ndarray]:
+        self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         params = sample_photometric(rng) if self.photometric else None
-        geometry = sample_geometry(rng, image.shape[2], image.shape[1], boxes, self.expand_max)
+        geometry = sample_geometry(rng, image.shape[1], image.shape[0], boxes, self.expand_max)
         return apply(image, boxes, labels, geometry, self.size, self.fill, params)
 
 
-def resize_for_eval(image: Tensor, size: int) -> Tensor:
-    """Evaluation preprocessing: ``[3, H, W]`` uint8 -> ``[3, size, size]`` uint8 (bilinear)."""
-    return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+def resize_for_eval(image: np.ndarray, size: int) -> np.ndarray:
+    """Evaluation preprocessing: ``[H, W, 3]`` uint8 -> ``[size, size, 3]`` uint8 (bilinear)."""
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
