@@ -53,46 +53,53 @@ class Geometry:
     flip: bool
 
 
+def _first_acceptable(
+    rng: np.random.Generator, width: int, height: int, boxes: np.ndarray, threshold: float
+) -> tuple[int, int, int, int] | None:
+    """The first of 50 random patches that meets ``threshold``, or None (one option's
+    round of Caffe's sampler, the 50 trials drawn and checked at once)."""
+    scale = rng.uniform(0.3, 1.0, MAX_TRIALS)
+    aspect = np.sqrt(rng.uniform(np.maximum(0.5, scale**2), np.minimum(2.0, 1.0 / scale**2)))
+    w = np.maximum(1, (width * scale * aspect).astype(np.int64))
+    h = np.maximum(1, (height * scale / aspect).astype(np.int64))
+    x0 = (rng.random(MAX_TRIALS) * (width - w)).astype(np.int64)
+    y0 = (rng.random(MAX_TRIALS) * (height - h)).astype(np.int64)
+    ok = (w <= width) & (h <= height)
+    if len(boxes) == 0:
+        ok &= threshold == 0.0  # only the free option crops an empty image
+    else:
+        x1, y1 = (x0 + w)[:, None], (y0 + h)[:, None]
+        bx0, by0, bx1, by1 = boxes.T
+        cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
+        inside = (cx > x0[:, None]) & (cx < x1) & (cy > y0[:, None]) & (cy < y1)
+        inter = np.clip(np.minimum(bx1, x1) - np.maximum(bx0, x0[:, None]), 0, None) * np.clip(
+            np.minimum(by1, y1) - np.maximum(by0, y0[:, None]), 0, None
+        )
+        union = (bx1 - bx0) * (by1 - by0) + (w * h)[:, None] - inter
+        ok &= inside.any(axis=1) & ((inter / union).max(axis=1) >= threshold)
+    hits = np.flatnonzero(ok)
+    if not len(hits):
+        return None
+    t = hits[0]
+    return int(x0[t]), int(y0[t]), int(x0[t] + w[t]), int(y0[t] + h[t])
+
+
 def sample_crop(rng: np.random.Generator, width: int, height: int, boxes: np.ndarray) -> tuple[int, int, int, int]:
     """A min-IoU crop ``(x0, y0, x1, y1)`` of a ``width x height`` canvas (Caffe's rule).
 
-    Options are drawn uniformly, one after another; for each, up to 50 patches are tried
-    (side scale s in [0.3, 1], aspect a in [max(0.5, s^2), min(2, 1/s^2)], width
-    s*sqrt(a), height s/sqrt(a) of the canvas) and the first acceptable one is taken: some
-    box reaches the option's IoU and some box has its centre inside. Drawing "none", or 10
-    options without success, gives the whole canvas. All 10 x 50 trials are drawn and
-    checked in one vectorised pass; the outcome is the sequential rule's.
+    An option is drawn uniformly; up to 50 patches are tried for it (side scale s in
+    [0.3, 1], aspect a in [max(0.5, s^2), min(2, 1/s^2)], width s*sqrt(a), height
+    s/sqrt(a) of the canvas) and the first acceptable one is taken: some box reaches the
+    option's IoU and some box has its centre inside. Drawing "none", or 10 options
+    without success, gives the whole canvas.
     """
-    rounds = 10
-    options = rng.integers(len(CROP_OPTIONS), size=rounds)
-    scale = rng.uniform(0.3, 1.0, (rounds, MAX_TRIALS))
-    aspect = rng.uniform(np.maximum(0.5, scale**2), np.minimum(2.0, 1.0 / scale**2))
-    fx, fy = rng.random((2, rounds, MAX_TRIALS))
-    w = np.maximum(1, (width * scale * np.sqrt(aspect)).astype(np.int64))
-    h = np.maximum(1, (height * scale / np.sqrt(aspect)).astype(np.int64))
-    x0 = (fx * (width - w)).astype(np.int64)
-    y0 = (fy * (height - h)).astype(np.int64)
-    thresholds = np.array([-1.0 if o is None else o for o in CROP_OPTIONS])[options]  # [rounds]
-    ok = (w <= width) & (h <= height)
-    if len(boxes) == 0:
-        ok &= (thresholds == 0.0)[:, None]  # only the free option crops an empty image
-    else:
-        x1, y1 = (x0 + w)[..., None], (y0 + h)[..., None]
-        bx0, by0, bx1, by1 = boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3]
-        cx, cy = (bx0 + bx1) / 2, (by0 + by1) / 2
-        inside = (cx > x0[..., None]) & (cx < x1) & (cy > y0[..., None]) & (cy < y1)
-        iw = np.clip(np.minimum(bx1, x1) - np.maximum(bx0, x0[..., None]), 0, None)
-        ih = np.clip(np.minimum(by1, y1) - np.maximum(by0, y0[..., None]), 0, None)
-        inter = iw * ih
-        union = ((bx1 - bx0) * (by1 - by0)) + (w * h)[..., None] - inter
-        ok &= inside.any(axis=-1) & ((inter / union).max(axis=-1) >= thresholds[:, None])
-    for r in range(rounds):
-        if thresholds[r] < 0:
-            break  # "none": the whole canvas
-        hits = np.flatnonzero(ok[r])
-        if len(hits):
-            t = hits[0]
-            return int(x0[r, t]), int(y0[r, t]), int(x0[r, t] + w[r, t]), int(y0[r, t] + h[r, t])
+    for _ in range(10):
+        option = CROP_OPTIONS[int(rng.integers(len(CROP_OPTIONS)))]
+        if option is None:
+            break
+        patch = _first_acceptable(rng, width, height, boxes, option)
+        if patch is not None:
+            return patch
     return 0, 0, width, height
 
 
