@@ -106,6 +106,7 @@ def evaluate_voc(
     iou_threshold: float = 0.5,
     use_07_metric: bool = True,
     pixel_inclusive: bool = False,
+    curves: bool = False,
 ) -> dict[str, Any]:
     """VOC mAP and per-class AP.
 
@@ -116,15 +117,20 @@ def evaluate_voc(
             ``labels`` ``[N]`` and optionally ``difficult`` ``[N]`` bool.
 
     Returns:
-        ``{"mAP": float, "AP": {label: float}}`` over the classes that have ground truth.
+        ``{"mAP": float, "AP": {label: float}}`` over the classes that have ground truth;
+        with ``curves``, also ``"curves": {label: (recall [K], precision [K])}``.
     """
     if len(detections) != len(ground_truths):
         raise ValueError(f"{len(detections)} detection entries for {len(ground_truths)} images")
     labels = sorted({int(v) for gt in ground_truths for v in _array(gt["labels"], np.int64).reshape(-1)})
-    ap = {}
+    ap, pr = {}, {}
     for label in labels:
         recall, precision, npos = precision_recall(detections, ground_truths, label, iou_threshold, pixel_inclusive)
         if npos == 0:
             continue  # only difficult objects: left out, as the devkit does
         ap[label] = average_precision(recall, precision, use_07_metric) if len(recall) else 0.0
-    return {"mAP": float(np.mean(list(ap.values()))) if ap else 0.0, "AP": ap}
+        pr[label] = (recall, precision)
+    result: dict[str, Any] = {"mAP": float(np.mean(list(ap.values()))) if ap else 0.0, "AP": ap}
+    if curves:
+        result["curves"] = pr
+    return result

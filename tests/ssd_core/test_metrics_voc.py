@@ -115,3 +115,27 @@ def test_random_cases_equal_devkit_loop(seed, use_07):
     result = evaluate_voc(dets, gts, use_07_metric=use_07)
     for label, ap in result["AP"].items():
         assert ap == pytest.approx(devkit_ap(dets, gts, label, use_07=use_07))
+
+
+def test_pr_curve_pngs_and_ap_table(tmp_path):
+    from PIL import Image
+
+    from ssd_core.metrics import ap_table, write_pr_curves
+
+    dets = [
+        {
+            "boxes": [[10, 10, 50, 50], [11, 11, 50, 50], [60, 60, 90, 90]],
+            "scores": [0.9, 0.8, 0.7],
+            "labels": [1, 1, 2],
+        },
+        {"boxes": [[0, 0, 20, 30]], "scores": [0.6], "labels": [1]},
+    ]
+    result = evaluate_voc(dets, GT, curves=True)
+    recall, precision = result["curves"][1]
+    np.testing.assert_allclose(recall, [0.5, 0.5, 1.0])
+    np.testing.assert_allclose(precision, [1.0, 0.5, 2 / 3])
+    paths = write_pr_curves(result["curves"], result["AP"], ("cat", "dog/wolf"), tmp_path)
+    assert [p.name for p in paths] == ["pr_001_cat.png", "pr_002_dog_wolf.png"]
+    assert Image.open(paths[0]).size == (400, 400)
+    table = ap_table(result["AP"], ("cat", "dog/wolf"), result["mAP"])
+    assert "| cat | " in table and f"**{result['mAP']:.4f}**" in table
