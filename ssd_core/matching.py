@@ -30,7 +30,6 @@ from ssd_core.boxes import Variances, cxcywh_to_xyxy, encode, xyxy_to_cxcywh
 from ssd_core.prior_grid import PriorGrid
 from ssd_core.priors import PriorSpec
 
-
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64, torch.float16: np.float16}
 
 
