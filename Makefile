@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(PY) -m jobs.train --config configs/shapes_light.yaml
 
 test: $(STAMP)
+	$(PY) -m ruff check ssd_core pipeline jobs tests benchmarks
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
