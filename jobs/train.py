@@ -2,16 +2,19 @@
 
     python -m jobs.train --config configs/shapes_light.yaml [--set train.epochs=5 ...]
 
-For now this trains in this process (pipeline.local_train); the pipeline issue moves it
-onto Ray Train with MLflow tracking, with the same arguments.
+For now this trains in this process (pipeline.local_train): the generated shapes set (or
+prepared shards) through the real data path, the SSD augmentation and the paper's loss.
+The pipeline issue moves it onto Ray Train with MLflow tracking, with the same arguments.
+Relative data paths are taken from the directory the job starts in.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
-from pipeline.config import load_config
+from pipeline.config import load_config, with_absolute_paths
 from pipeline.local_train import train_locally
 
 
@@ -34,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = with_absolute_paths(load_config(args.config, args.overrides), Path.cwd())
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -34,9 +34,18 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Where images come from. ``shapes`` is the generated set of the embedded default."""
+    """Where images come from and how they are augmented.
+
+    ``source``: ``shapes`` (generated into ``root`` on first use) or ``shards`` (already
+    prepared by ``jobs/prepare_data.py``). ``shards`` is the folder or URI of the Parquet
+    shards (written there for ``shapes``). ``augment``: ``ssd`` (the paper's) or ``flip``.
+    Relative paths are resolved by the job against the directory it starts in.
+    """
 
     source: str = "shapes"
+    root: str = "data/shapes"
+    shards: str = "data/shards/shapes"
+    augment: str = "ssd"
     num_train: int = 2000
     num_val: int = 300
     seed: int = 0
@@ -161,6 +170,17 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
             node = child
         node[leaf] = yaml.safe_load(raw)
     return data
+
+
+def with_absolute_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
+    """Local data paths made absolute against ``base`` (URIs such as s3:// untouched):
+    Ray starts workers and jobs in other directories, so paths must not depend on one."""
+
+    def absolute(value: str) -> str:
+        return value if "://" in value or Path(value).is_absolute() else str((base / value).resolve())
+
+    data = dataclasses.replace(cfg.data, root=absolute(cfg.data.root), shards=absolute(cfg.data.shards))
+    return dataclasses.replace(cfg, data=data)
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:

@@ -103,8 +103,14 @@ def predict(
     return out
 
 
-def evaluate(model: SSD, samples: Sequence, cfg: EvalConfig, channels_last: bool = False) -> dict:
-    """VOC07 11-point mAP@0.5 of ``model`` on samples with ``image``/``boxes``/``labels``."""
-    detections = predict(model, [s.image for s in samples], cfg, channels_last)
-    truths = [{"boxes": s.boxes, "labels": s.labels} for s in samples]
-    return evaluate_voc(detections, truths, iou_threshold=0.5, use_07_metric=True)
+def evaluate(
+    model: SSD,
+    images: Sequence[np.ndarray],
+    ground_truths: Sequence[dict],
+    cfg: EvalConfig,
+    channels_last: bool = False,
+) -> dict:
+    """VOC07 11-point mAP@0.5 of ``model`` on uint8 ``[H, W, 3]`` images and their ground
+    truth (``boxes`` in pixels, ``labels``, optional ``difficult``)."""
+    detections = predict(model, images, cfg, channels_last)
+    return evaluate_voc(detections, ground_truths, iou_threshold=0.5, use_07_metric=True)

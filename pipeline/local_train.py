@@ -1,61 +1,32 @@
-"""Train and evaluate in this process: the smallest honest end-to-end run.
+"""Train and evaluate in this process, through the same data layer users' data takes.
 
-No Ray and no MLflow yet: it generates the shapes set, trains the configured SSD with
-the paper's loss and SGD schedule, prints one line per epoch (loss, images/s, ETA) and
-the validation mAP, and returns the figures. The Ray Train worker loop reuses
-:mod:`pipeline.engine` unchanged.
+The generated shapes set is written as JPEG + COCO JSON and converted to Parquet shards
+(once; later runs reuse them), read back, decoded, augmented per (seed, epoch, index),
+encoded, and trained on with the paper's loss and SGD schedule; one line per epoch
+(loss, images/s, ETA), then the held-out VOC mAP. No Ray and no MLflow yet: the Ray Train
+worker loop reuses :mod:`pipeline.engine` and :mod:`pipeline.samples` unchanged.
 """
 
 from __future__ import annotations
 
-import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from pipeline.builders import build_model, build_optimizer, build_scheduler
 from pipeline.config import ExperimentConfig
 from pipeline.engine import evaluate, train_one_epoch
-from pipeline.samples import encode_batch, hflip, to_model_input
-from ssd_core.data.shapes import SHAPE_CLASSES, ShapeSample, generate_shapes
+from pipeline.prepare import PrepareRequest, prepare_shards
+from pipeline.samples import augment_sample, decode, encode_batch, to_model_input
+from ssd_core.data.record import DataError, DetectionRecord
+from ssd_core.data.shards import read_manifest, read_shards
 from ssd_core.matching import TargetEncoder
 from ssd_core.models.ssd import SSD
 
-
-def load_samples(cfg: ExperimentConfig) -> tuple[list[ShapeSample], list[ShapeSample], tuple[str, ...]]:
-    """Train and validation samples and the class names (background excluded)."""
-    if cfg.data.source != "shapes":
-        raise ValueError(f"data.source {cfg.data.source!r}: the local run reads only the generated 'shapes' set so far")
-    d = cfg.data
-    train = generate_shapes(d.num_train, d.seed, d.shapes_image_size, d.shapes_max_objects)
-    # Validation images come from another seed: held out, never seen in training.
-    val = generate_shapes(d.num_val, d.seed + 10_000, d.shapes_image_size, d.shapes_max_objects)
-    return train, val, SHAPE_CLASSES
-
-
-def iterate_batches(
-    samples: list[ShapeSample],
-    model: SSD,
-    encoder: TargetEncoder,
-    batch_size: int,
-    rng: random.Random,
-    channels_last: bool = False,
-) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-    """Shuffled batches with random horizontal flips; the last partial batch is dropped."""
-    order = list(range(len(samples)))
-    rng.shuffle(order)
-    for start in range(0, len(order) - batch_size + 1, batch_size):
-        images, boxes, labels = [], [], []
-        for i in order[start : start + batch_size]:
-            s = samples[i]
-            image, b = hflip(s.image, s.boxes) if rng.random() < 0.5 else (s.image, s.boxes)
-            images.append(image)
-            boxes.append(b)
-            labels.append(s.labels)
-        loc_targets, prior_labels = encode_batch(boxes, labels, [im.shape[:2] for im in images], encoder)
-        yield to_model_input(images, model, channels_last), loc_targets, prior_labels
+Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # image [H, W, 3] uint8, boxes px [N, 4], labels [N]
 
 
 def print_now(line: str) -> None:
@@ -63,18 +34,60 @@ def print_now(line: str) -> None:
     print(line, flush=True)
 
 
+def load_records(
+    cfg: ExperimentConfig, log: Callable[[str], None]
+) -> tuple[list[DetectionRecord], list[DetectionRecord], tuple[str, ...]]:
+    """Train and val records (with image bytes) and the class names, preparing the
+    shapes shards first when the source is ``shapes``."""
+    d = cfg.data
+    if d.source == "shapes":
+        request = PrepareRequest(
+            "shapes", d.root, d.shards, shapes_train=d.num_train, shapes_val=d.num_val,
+            shapes_seed=d.seed, shapes_image_size=d.shapes_image_size,
+        )  # fmt: skip
+        prepare_shards(request, log=log)
+    elif d.source != "shards":
+        raise DataError(f"data.source {d.source!r}: use 'shapes' or 'shards' (prepared by jobs/prepare_data.py)")
+    class_names = tuple(read_manifest(d.shards)["class_names"])
+    return list(read_shards(d.shards, "train")), list(read_shards(d.shards, "val")), class_names
+
+
+def decode_all(records: Sequence[DetectionRecord], with_crowd: bool = False) -> list[Decoded]:
+    """Decode every image once (the set fits in memory here); crowd regions left out of
+    training targets unless ``with_crowd``."""
+    out = []
+    for r in records:
+        boxes, labels = (r.boxes, r.labels) if with_crowd else r.training_targets()
+        out.append((decode(r), boxes, labels))
+    return out
+
+
+def iterate_batches(
+    samples: Sequence[Decoded], model: SSD, encoder: TargetEncoder, cfg: ExperimentConfig, epoch: int
+) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+    """One epoch: a reshuffle and a fresh augmentation draw, both fixed by (seed, epoch);
+    the last partial batch is dropped."""
+    order = np.random.default_rng((cfg.train.seed, epoch)).permutation(len(samples))
+    size, batch_size = model.image_size, cfg.train.batch_size
+    for start in range(0, len(order) - batch_size + 1, batch_size):
+        drawn = [
+            augment_sample(cfg.data.augment, *samples[i], size, cfg.train.seed, epoch, int(i))
+            for i in order[start : start + batch_size]
+        ]
+        loc_targets, labels = encode_batch([d[1] for d in drawn], [d[2] for d in drawn], encoder)
+        yield to_model_input([d[0] for d in drawn], model, cfg.train.channels_last), loc_targets, labels
+
+
 def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now) -> dict:
     """Train, evaluate, return ``{"epochs": [...], "val_mAP": float, "AP": {...}, "model": SSD}``."""
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     torch.manual_seed(cfg.train.seed)
-    rng = random.Random(cfg.train.seed)
     t0 = time.perf_counter()
-    train, val, class_names = load_samples(cfg)
-    log(
-        f"data: {len(train)} train / {len(val)} val images, classes {', '.join(class_names)} "
-        f"({time.perf_counter() - t0:.1f}s)"
-    )
+    train_records, val_records, class_names = load_records(cfg, log)
+    train, val = decode_all(train_records), decode_all(val_records, with_crowd=True)
+    log(f"data: {len(train)} train / {len(val)} val images, classes {', '.join(class_names)} "
+        f"({time.perf_counter() - t0:.1f}s)")  # fmt: skip
 
     model = build_model(cfg.model, num_classes=len(class_names) + 1)
     if cfg.train.channels_last:
@@ -82,25 +95,21 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
     encoder = TargetEncoder(model.priors, cfg.loss.iou_threshold, prior_spec=model.prior_spec)
     iters_per_epoch = len(train) // cfg.train.batch_size
     if iters_per_epoch == 0:
-        raise ValueError(f"data.num_train={len(train)} is smaller than train.batch_size={cfg.train.batch_size}")
+        raise ValueError(f"{len(train)} training images is fewer than train.batch_size={cfg.train.batch_size}")
     optimizer = build_optimizer(model, cfg.train)
     scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * iters_per_epoch)
     log(
         f"model: {cfg.model.name}, {sum(p.numel() for p in model.parameters()):,} parameters, "
         f"{model.priors.shape[0]} priors, input {model.image_size}px; "
-        f"{cfg.train.epochs} epochs x {iters_per_epoch} iters"
+        f"{cfg.train.epochs} epochs x {iters_per_epoch} iters, augmentation {cfg.data.augment}"
     )
 
     history, start = [], time.perf_counter()
     for epoch in range(1, cfg.train.epochs + 1):
         stats = train_one_epoch(
-            model,
-            iterate_batches(train, model, encoder, cfg.train.batch_size, rng),
-            optimizer,
-            scheduler,
-            cfg.loss,
+            model, iterate_batches(train, model, encoder, cfg, epoch), optimizer, scheduler, cfg.loss,
             cfg.train.grad_clip,
-        )
+        )  # fmt: skip
         elapsed = time.perf_counter() - start
         eta = elapsed / epoch * (cfg.train.epochs - epoch)
         history.append(stats)
@@ -112,7 +121,9 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
             log(f"time limit {cfg.train.time_limit_s:.0f}s reached after epoch {epoch}; stopping early")
             break
 
-    metrics = evaluate(model, val, cfg.eval, cfg.train.channels_last)
+    images = [v[0] for v in val]
+    truths = [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult} for r in val_records]
+    metrics = evaluate(model, images, truths, cfg.eval, cfg.train.channels_last)
     per_class = ", ".join(f"{class_names[k - 1]} {v:.3f}" for k, v in metrics["AP"].items())
     log(f"val VOC07 mAP@0.5 {metrics['mAP']:.3f} on {len(val)} held-out images ({per_class})")
     return {"epochs": history, "val_mAP": metrics["mAP"], "AP": metrics["AP"], "model": model}

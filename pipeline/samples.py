@@ -1,6 +1,6 @@
-"""Turning records into model inputs: normalised image tensors and encoded targets.
+"""Turning decoded images into model inputs and targets, the same on every worker.
 
-The Ray Data issue moves this onto CPU workers; the functions stay the same.
+The Ray Data issue moves these onto CPU workers; the functions stay the same.
 """
 
 from __future__ import annotations
@@ -9,44 +9,64 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torchvision.io import decode_image
 
+from ssd_core.augment import SSDAugment, resize_for_eval, sample_rng
+from ssd_core.data.record import DataError, DetectionRecord
 from ssd_core.matching import TargetEncoder
 from ssd_core.models.ssd import SSD
 
 
-def to_model_input(images: Sequence[np.ndarray], model: SSD, channels_last: bool = False) -> Tensor:
+def decode(record: DetectionRecord) -> np.ndarray:
+    """The record's image as ``[H, W, 3]`` uint8 RGB (a view when the decoder allows)."""
+    if record.image_bytes is None:
+        raise DataError(f"{record.source}: no image bytes (read it from shards)")
+    image = decode_image(torch.frombuffer(bytearray(record.image_bytes), dtype=torch.uint8))
+    if image.shape[0] == 1:  # grayscale JPEGs exist in VOC and COCO
+        image = image.expand(3, -1, -1)
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+
+
+def to_model_input(images: Sequence[np.ndarray] | np.ndarray, model: SSD, channels_last: bool = False) -> Tensor:
     """``B`` uint8 ``[H, W, 3]`` images -> ``[B, 3, S, S]`` float, resized and normalised
     (in NHWC memory order with ``channels_last``, to match a channels-last model)."""
     size = model.image_size
-    tensors = []
-    for image in images:
-        x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-        if x.shape[1:] != (size, size):
-            x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False)[0]
-        tensors.append(x)
-    batch = torch.stack(tensors)
+    resized = [im if im.shape[:2] == (size, size) else resize_for_eval(im, size) for im in images]
+    batch = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float().div_(255.0)  # NHWC memory
     mean = torch.tensor(model.image_mean).view(1, 3, 1, 1)
     std = torch.tensor(model.image_std).view(1, 3, 1, 1)
     batch = (batch - mean) / std
-    return batch.contiguous(memory_format=torch.channels_last) if channels_last else batch
+    return batch.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def augment_sample(
+    kind: str, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, size: int, seed: int, epoch: int, index: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One training sample: ``(image [S, S, 3] uint8, boxes [M, 4] normalised xyxy, labels [M])``.
+
+    ``kind``: ``ssd`` (the paper's augmentation) or ``flip`` (resize and a random mirror),
+    both reproducible from (seed, epoch, index).
+    """
+    rng = sample_rng(seed, epoch, index)
+    if kind == "ssd":
+        return SSDAugment(size)(image, boxes, labels, rng)
+    if kind != "flip":
+        raise ValueError(f"unknown data.augment {kind!r} (ssd, flip)")
+    h, w = image.shape[:2]
+    out = resize_for_eval(image, size)
+    norm = (boxes / np.array([w, h, w, h], np.float32)).astype(np.float32).reshape(-1, 4)
+    if rng.random() < 0.5:
+        out = np.ascontiguousarray(out[:, ::-1])
+        norm = np.stack([1 - norm[:, 2], norm[:, 1], 1 - norm[:, 0], norm[:, 3]], axis=1)
+    return out, norm, labels
 
 
 def encode_batch(
-    boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]], encoder: TargetEncoder
+    boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray], encoder: TargetEncoder
 ) -> tuple[Tensor, Tensor]:
-    """Pixel xyxy boxes of B images -> ``(loc_targets [B, P, 4], labels [B, P])``."""
-    normalised = [
-        torch.from_numpy(np.asarray(b, np.float32).reshape(-1, 4)) / torch.tensor([w, h, w, h], dtype=torch.float32)
-        for b, (h, w) in zip(boxes, sizes)
-    ]
-    return encoder.encode_batch(normalised, [torch.from_numpy(np.asarray(lab, np.int64)) for lab in labels])
-
-
-def hflip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mirror an ``[H, W, 3]`` image and its ``[N, 4]`` pixel xyxy boxes."""
-    width = image.shape[1]
-    flipped = boxes.copy()
-    flipped[:, [0, 2]] = width - boxes[:, [2, 0]]
-    return image[:, ::-1], flipped
+    """Normalised xyxy boxes of B images -> ``(loc_targets [B, P, 4], labels [B, P])``."""
+    return encoder.encode_batch(
+        [torch.from_numpy(np.asarray(b, np.float32).reshape(-1, 4)) for b in boxes],
+        [torch.from_numpy(np.asarray(lab, np.int64)) for lab in labels],
+    )

@@ -30,3 +30,12 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path):
 
 def test_shipped_config_loads():
     assert load_config("configs/shapes_light.yaml").model.name == "light"
+
+
+def test_relative_data_paths_become_absolute(tmp_path):
+    from pipeline.config import with_absolute_paths
+
+    cfg = load_config(None, ["data.root=data/shapes", "data.shards=s3://bucket/shards"])
+    fixed = with_absolute_paths(cfg, tmp_path)
+    assert fixed.data.root == str(tmp_path / "data" / "shapes")
+    assert fixed.data.shards == "s3://bucket/shards"

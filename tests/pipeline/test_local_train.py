@@ -7,10 +7,16 @@ from pipeline.config import ModelConfig, load_config
 from pipeline.local_train import train_locally
 
 
-def test_tiny_run_trains_and_evaluates():
+@pytest.mark.parametrize("augment", ["ssd", "flip"])
+def test_tiny_run_trains_and_evaluates(tmp_path, augment):
+    """Through the whole local data path: shapes -> JPEG + COCO JSON -> shards -> decode ->
+    augmentation -> encoding -> training -> VOC mAP."""
     cfg = load_config(
         None,
         [
+            f"data.root={tmp_path / 'shapes'}",
+            f"data.shards={tmp_path / 'shards'}",
+            f"data.augment={augment}",
             "data.num_train=96",
             "data.num_val=16",
             "data.shapes_image_size=96",
@@ -28,6 +34,7 @@ def test_tiny_run_trains_and_evaluates():
     assert 0.0 <= result["val_mAP"] <= 1.0
     assert any(line.startswith("epoch   3/3") and "img/s" in line for line in lines)
     assert "mAP" in lines[-1]
+    assert (tmp_path / "shards" / "manifest.json").is_file()  # the data went through shards
 
 
 def test_model_scales_from_config():
