@@ -13,6 +13,7 @@ from ssd_core.models.ssd import SSD
 from ssd_core.priors import scales_from_range
 
 _MAPS = {"ssd300": 6, "ssd512": 7}
+LIGHT_EXTRAS = 3
 
 
 def model_scales(cfg: ModelConfig, num_maps: int) -> list[float] | None:
@@ -29,9 +30,9 @@ def model_scales(cfg: ModelConfig, num_maps: int) -> list[float] | None:
 def build_model(cfg: ModelConfig, num_classes: int) -> SSD:
     """The SSD the config names, for ``num_classes`` classes including background."""
     if cfg.name == "light":
-        probe = ssd_light(num_classes, cfg.image_size, cfg.width)  # to learn its map count
-        scales = model_scales(cfg, len(probe.prior_spec.feature_sizes))
-        return probe if scales is None else ssd_light(num_classes, cfg.image_size, cfg.width, scales)
+        # The light model predicts from stride 8 and 16 plus its extra maps.
+        scales = model_scales(cfg, 2 + LIGHT_EXTRAS)
+        return ssd_light(num_classes, cfg.image_size, cfg.width, scales, num_extras=LIGHT_EXTRAS)
     if cfg.name in _MAPS:
         factory = ssd300_vgg16 if cfg.name == "ssd300" else ssd512_vgg16
         return factory(num_classes, batch_norm=cfg.batch_norm, scales=model_scales(cfg, _MAPS[cfg.name]))

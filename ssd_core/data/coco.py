@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ssd_core.data.record import DataError, DetectionRecord, SkipCounter, make_record
+from ssd_core.data.record import DataError, DetectionRecord, SkipCounter, make_record, refuse
 
 
 @dataclass(frozen=True)
@@ -74,21 +74,17 @@ def read_coco(
     for image_id, image in images.items():
         path = image_dir / image["file_name"]
         if not path.is_file():
-            if skip_invalid:
-                if skipped is not None:
-                    skipped.add("image file missing", images=1)
-                continue
-            raise DataError(f"{path}: image file missing (image {image_id} of {annotation_file})")
+            message = f"{path}: image file missing (image {image_id} of {annotation_file})"
+            refuse(message, "image file missing", skip_invalid, skipped, images=1)
+            continue
         boxes, labels, crowd, names = [], [], [], []
         for ann in objects[image_id]:
             what = f"annotation {ann.get('id')}"
             cid = int(ann["category_id"])
             if cid not in label_of:
-                if skip_invalid:
-                    if skipped is not None:
-                        skipped.add("unknown category", objects=1)
-                    continue
-                raise DataError(f"{annotation_file}: {what} of image {image_id} has unknown category {cid}")
+                message = f"{annotation_file}: {what} of image {image_id} has unknown category {cid}"
+                refuse(message, "unknown category", skip_invalid, skipped, objects=1)
+                continue
             x, y, w, h = (float(v) for v in ann["bbox"])
             boxes.append([x, y, x + w, y + h])
             labels.append(label_of[cid])

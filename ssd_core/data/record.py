@@ -77,6 +77,17 @@ class SkipCounter:
         return f"skipped {self.images} images and {self.objects} objects ({detail})"
 
 
+def refuse(
+    message: str, reason: str, skip_invalid: bool, skipped: SkipCounter | None, images: int = 0, objects: int = 0
+) -> None:
+    """Raise ``DataError(message)``, or with ``skip_invalid`` count the skip under ``reason``
+    and return so the caller drops the item."""
+    if not skip_invalid:
+        raise DataError(message)
+    if skipped is not None:
+        skipped.add(reason, images=images, objects=objects)
+
+
 def make_record(
     image_id: str,
     width: int,
@@ -116,12 +127,10 @@ def make_record(
         problem = _box_problem(boxes[i], labels[i], width, height, len(class_names))
         if problem is None:
             continue
+        category, detail = problem
         name = object_names[i] if object_names else f"object {i}"
-        if not skip_invalid:
-            raise DataError(f"{source}: {name} {problem}")
+        refuse(f"{source}: {name} {detail}", category, skip_invalid, skipped, objects=1)
         keep[i] = False
-        if skipped is not None:
-            skipped.add(problem.split(" (")[0], objects=1)
     boxes = boxes[keep]
     boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, width)
     boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, height)
@@ -139,17 +148,18 @@ def make_record(
     )
 
 
-def _box_problem(box: np.ndarray, label: int, width: int, height: int, num_classes: int) -> str | None:
-    """Why a box is invalid, or None. A pixel of slack outside the image is clipped, not refused."""
+def _box_problem(box: np.ndarray, label: int, width: int, height: int, num_classes: int) -> tuple[str, str] | None:
+    """``(category, detail)`` of what is wrong with a box, or None. A pixel of slack
+    outside the image is clipped, not refused."""
     if not np.isfinite(box).all():
-        return f"has a non-finite box {box.tolist()}"
+        return "non-finite box", f"has a non-finite box {box.tolist()}"
     x1, y1, x2, y2 = box.tolist()
     if x2 <= x1 or y2 <= y1:
-        return f"has an empty box {[x1, y1, x2, y2]} (zero or negative width or height)"
+        return "empty box", f"has an empty box {[x1, y1, x2, y2]} (zero or negative width or height)"
     if x1 < -1 or y1 < -1 or x2 > width + 1 or y2 > height + 1:
-        return f"has a box {[x1, y1, x2, y2]} outside the {width}x{height} image"
+        return "box outside the image", f"has a box {[x1, y1, x2, y2]} outside the {width}x{height} image"
     if min(x2, width) - max(x1, 0) <= 0 or min(y2, height) - max(y1, 0) <= 0:
-        return f"has a box {[x1, y1, x2, y2]} with no area inside the {width}x{height} image"
+        return "box outside the image", f"has a box {[x1, y1, x2, y2]} with no area inside the {width}x{height} image"
     if num_classes and not 1 <= label <= num_classes:
-        return f"has label {label}, not in 1..{num_classes}"
+        return "label out of range", f"has label {label}, not in 1..{num_classes}"
     return None

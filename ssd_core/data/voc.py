@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ssd_core.data.record import DataError, DetectionRecord, SkipCounter, make_record
+from ssd_core.data.record import DataError, DetectionRecord, SkipCounter, make_record, refuse
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -59,11 +59,9 @@ def parse_annotation(
         name = _text(obj, "name", source, f"object {i}")
         what = f"object {i} ({name})"
         if name not in index:
-            if skip_invalid:
-                if skipped is not None:
-                    skipped.add("unknown class name", objects=1)
-                continue
-            raise DataError(f"{source}: {what} has unknown class name {name!r} (known: {', '.join(class_names)})")
+            message = f"{source}: {what} has unknown class name {name!r} (known: {', '.join(class_names)})"
+            refuse(message, "unknown class name", skip_invalid, skipped, objects=1)
+            continue
         bndbox = obj.find("bndbox")
         if bndbox is None:
             raise DataError(f"{source}: {what} has no <bndbox>")
@@ -110,11 +108,9 @@ def read_voc(
         for stem in split_file.read_text().split():
             image = base / "JPEGImages" / f"{stem}.jpg"
             if not image.is_file():
-                if skip_invalid:
-                    if skipped is not None:
-                        skipped.add("image file missing", images=1)
-                    continue
-                raise DataError(f"{image}: image file missing (listed in {split_file})")
+                message = f"{image}: image file missing (listed in {split_file})"
+                refuse(message, "image file missing", skip_invalid, skipped, images=1)
+                continue
             records.append(
                 parse_annotation(base / "Annotations" / f"{stem}.xml", image, class_names, skip_invalid, skipped)
             )

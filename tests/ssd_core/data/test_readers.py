@@ -129,3 +129,12 @@ def test_shapes_on_disk_round_trip(tmp_path):
     stamp = ann.stat().st_mtime_ns
     write_shapes(tmp_path, "val", 12, seed=5, image_size=96)  # same settings: left alone
     assert ann.stat().st_mtime_ns == stamp
+
+
+def test_skip_summary_groups_by_kind():
+    skipped = SkipCounter()
+    boxes = [[10, 10, 10, 20], [5, 5, 2, 9], [-50, 0, 10, 10], [1, 1, 5, 5]]
+    record = make_record("1", 100, 80, boxes, [1, 1, 1, 1], ("cat",), skip_invalid=True, skipped=skipped)
+    assert len(record.boxes) == 1
+    assert skipped.reasons == {"empty box": 2, "box outside the image": 1}
+    assert skipped.summary() == "skipped 0 images and 3 objects (box outside the image: 1, empty box: 2)"
