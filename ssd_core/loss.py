@@ -72,15 +72,17 @@ def multibox_loss(
 
     Returns:
         ``{"loss", "loss_loc", "loss_cls"}`` scalars, each already divided by the batch's
-        positive count (``loss = loss_cls + alpha * loss_loc``). Computed in fp32 whatever
-        the input dtype (AMP-safe).
+        positive count (``loss = loss_cls + alpha * loss_loc``). Computed in at least fp32
+        (AMP-safe; fp64 inputs stay fp64).
     """
     if loc.shape[:2] != conf.shape[:2] or loc.shape != loc_targets.shape or labels.shape != loc.shape[:2]:
         raise ValueError(
             f"shape mismatch: loc {tuple(loc.shape)}, conf {tuple(conf.shape)}, "
             f"loc_targets {tuple(loc_targets.shape)}, labels {tuple(labels.shape)}"
         )
-    conf, loc, loc_targets = conf.float(), loc.float(), loc_targets.float()
+    # At least fp32 (fp16/bf16 from AMP are promoted; fp64 stays fp64).
+    dtype = torch.promote_types(conf.dtype, torch.float32)
+    conf, loc, loc_targets = conf.to(dtype), loc.to(dtype), loc_targets.to(dtype)
     positive = labels > 0
     num_pos = positive.sum().clamp(min=1).to(conf.dtype)
 

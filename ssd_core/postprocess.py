@@ -140,13 +140,14 @@ def detect(
     batch, num_priors, num_classes = conf.shape
     if len(image_sizes) != batch:
         raise ValueError(f"{len(image_sizes)} image sizes for a batch of {batch}")
-    scores = torch.softmax(conf.float(), dim=2)[..., 1:]  # [B, P, C-1]
+    dtype = torch.promote_types(conf.dtype, torch.float32)  # AMP outputs promoted, fp64 kept
+    scores = torch.softmax(conf.to(dtype), dim=2)[..., 1:]  # [B, P, C-1]
     image, prior, cls = torch.nonzero(scores > score_threshold, as_tuple=True)
     cand_scores = scores[image, prior, cls]
     # Decode only the candidates' priors. NMS runs in the model's square input geometry
     # (normalised boxes clipped to [0, 1]), as the Caffe DetectionOutput layer and
     # torchvision do; boxes are scaled to pixels afterwards.
-    cand_boxes = decode(loc.float()[image, prior], priors.float()[prior], variances).clamp(0.0, 1.0)
+    cand_boxes = decode(loc.to(dtype)[image, prior], priors.to(dtype)[prior], variances).clamp(0.0, 1.0)
     groups = image * num_classes + cls
     kept = nms_top_of_each_image(
         cand_boxes, cand_scores, groups, image, nms_threshold, min(top_k, num_priors), max_detections

@@ -103,3 +103,13 @@ def test_gradient_reaches_only_selected_priors():
     assert touched == 2 + 6
     ce = F.cross_entropy(conf[0].detach(), labels[0], reduction="none")
     assert ce[2:][conf.grad[0, 2:].abs().sum(-1) > 0].min() >= ce[2:][conf.grad[0, 2:].abs().sum(-1) == 0].max()
+
+
+def test_fp64_stays_fp64_and_agrees_with_fp32():
+    g = torch.Generator().manual_seed(4)
+    loc, conf = torch.randn(2, 30, 4, generator=g), torch.randn(2, 30, 4, generator=g)
+    targets, labels = torch.randn(2, 30, 4, generator=g), torch.randint(0, 4, (2, 30), generator=g)
+    out64 = multibox_loss(loc.double(), conf.double(), targets.double(), labels)
+    out32 = multibox_loss(loc, conf, targets, labels)
+    assert out64["loss"].dtype == torch.float64
+    torch.testing.assert_close(out64["loss"].float(), out32["loss"])

@@ -118,3 +118,13 @@ def test_first_pass_short_of_survivors_reruns_the_image(monkeypatch):
     for o, r in zip(ours, ref):
         assert torch.equal(o["labels"], r["labels"])
         torch.testing.assert_close(o["boxes"], r["boxes"], atol=1e-3, rtol=0)
+
+
+def test_fp64_and_fp16_inputs():
+    loc, conf = trained_like_outputs(1, 4, 11)
+    ref = detect(loc, conf, PRIORS, [(300, 300)])[0]
+    out64 = detect(loc.double(), conf.double(), PRIORS.double(), [(300, 300)])[0]
+    assert out64["boxes"].dtype == torch.float64
+    torch.testing.assert_close(out64["boxes"].float(), ref["boxes"], atol=1e-3, rtol=0)
+    out16 = detect(loc.half(), conf.half(), PRIORS, [(300, 300)])[0]
+    assert out16["boxes"].dtype == torch.float32 and len(out16["boxes"]) > 0
