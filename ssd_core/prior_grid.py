@@ -55,6 +55,7 @@ class PriorGrid:
                 slot.append(a)
             offset += f * f * len(wh)
         self.half_w, self.half_h = np.array(half_w), np.array(half_h)
+        self.half_wh = np.stack([self.half_w, self.half_h], axis=1)
         self.step, self.size = np.array(step), np.array(size, dtype=np.int64)
         self.base, self.stride, self.slot = (np.array(v, dtype=np.int64) for v in (base, stride, slot))
         self.num_priors = offset
@@ -99,19 +100,17 @@ class PriorGrid:
             ``(box [T], prior [T])`` int64 pairs, grouped by box in the order of ``box_ids``.
         """
         b = boxes[box_ids].astype(np.float64)
-        hw, hh, step, size = self.half_w[groups], self.half_h[groups], self.step[groups], self.size[groups]
-        bw, bh = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
-        bx, by = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
-        reach_x, reach_y = hw + bw / 2, hh + bh / 2  # centre offsets of any overlap
+        half, step, size = self.half_wh[groups], self.step[groups][:, None], self.size[groups][:, None]
+        # x and y side by side in [K, 2] arrays: half the numpy calls of one axis at a time.
+        centre, extent = (b[:, :2] + b[:, 2:]) / 2, b[:, 2:] - b[:, :2]
+        reach = half + extent / 2  # centre offsets of any overlap
         if self.uniform:
-            need = min_iou * (4 * hw * hh + bw * bh) / (1 + min_iou)
-            reach_x = np.minimum(reach_x, reach_x - need / np.minimum(2 * hh, bh))
-            reach_y = np.minimum(reach_y, reach_y - need / np.minimum(2 * hw, bw))
+            need = min_iou * (4 * half[:, 0] * half[:, 1] + extent[:, 0] * extent[:, 1]) / (1 + min_iou)
+            reach = reach - need[:, None] / np.minimum(2 * half, extent)[:, ::-1]
         # Cell i's centre is (i + 0.5) * step; floor/ceil err on the side of one cell more.
-        c0 = np.clip(np.floor((bx - reach_x) / step - 0.5), 0, size - 1).astype(np.int64)
-        c1 = np.clip(np.ceil((bx + reach_x) / step - 0.5), 0, size - 1).astype(np.int64)
-        r0 = np.clip(np.floor((by - reach_y) / step - 0.5), 0, size - 1).astype(np.int64)
-        r1 = np.clip(np.ceil((by + reach_y) / step - 0.5), 0, size - 1).astype(np.int64)
+        first = np.clip(np.floor((centre - reach) / step - 0.5), 0, size - 1).astype(np.int64)
+        last = np.clip(np.ceil((centre + reach) / step - 0.5), 0, size - 1).astype(np.int64)
+        c0, r0, c1, r1 = first[:, 0], first[:, 1], last[:, 0], last[:, 1]
         ncols = np.maximum(c1 - c0 + 1, 0)
         counts = ncols * np.maximum(r1 - r0 + 1, 0)
         pair = np.repeat(np.arange(len(groups)), counts)
