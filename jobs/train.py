@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     result = train_locally(cfg)
     print(f"final val mAP@0.5 (VOC07): {result['val_mAP']:.3f}")
+    if result["run_id"]:
+        print(f"MLflow run {result['run_id']}, model {result['model_uri']}")
+        print(f"open the MLflow UI: mlflow ui --backend-store-uri {cfg.tracking.uri}")
     return 0
 
 

@@ -92,6 +92,17 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow. ``uri`` and ``artifacts`` are local paths (made absolute by the job; the
+    URI becomes ``sqlite:///...``) or a server URI and a bucket."""
+
+    enabled: bool = True
+    uri: str = "mlruns/mlflow.db"
+    artifacts: str = "mlruns/artifacts"
+    model_name: str | None = None  # registered model name; the config's name when None
+
+
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "shapes-light"
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -99,6 +110,7 @@ class ExperimentConfig:
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def to_dict(config: Any) -> dict[str, Any]:
@@ -180,7 +192,11 @@ def with_absolute_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
         return value if "://" in value or Path(value).is_absolute() else str((base / value).resolve())
 
     data = dataclasses.replace(cfg.data, root=absolute(cfg.data.root), shards=absolute(cfg.data.shards))
-    return dataclasses.replace(cfg, data=data)
+    uri = cfg.tracking.uri
+    if "://" not in uri:  # a local SQLite file
+        uri = f"sqlite:///{absolute(uri)}"
+    tracking = dataclasses.replace(cfg.tracking, uri=uri, artifacts=absolute(cfg.tracking.artifacts))
+    return dataclasses.replace(cfg, data=data, tracking=tracking)
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:

@@ -111,6 +111,7 @@ def evaluate(
     channels_last: bool = False,
 ) -> dict:
     """VOC07 11-point mAP@0.5 of ``model`` on uint8 ``[H, W, 3]`` images and their ground
-    truth (``boxes`` in pixels, ``labels``, optional ``difficult``)."""
+    truth (``boxes`` in pixels, ``labels``, optional ``difficult``), with the per-class
+    precision-recall curves (``"curves"``)."""
     detections = predict(model, images, cfg, channels_last)
-    return evaluate_voc(detections, ground_truths, iou_threshold=0.5, use_07_metric=True)
+    return evaluate_voc(detections, ground_truths, iou_threshold=0.5, use_07_metric=True, curves=True)

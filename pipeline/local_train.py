@@ -3,27 +3,34 @@
 The generated shapes set is written as JPEG + COCO JSON and converted to Parquet shards
 (once; later runs reuse them), read back, decoded, augmented per (seed, epoch, index),
 encoded, and trained on with the paper's loss and SGD schedule; one line per epoch
-(loss, images/s, ETA), then the held-out VOC mAP. No Ray and no MLflow yet: the Ray Train
-worker loop reuses :mod:`pipeline.engine` and :mod:`pipeline.samples` unchanged.
+(loss, images/s, ETA), then the held-out VOC mAP. Tracked in MLflow (params, per-epoch
+metrics, config, AP table, PR curves, the registered model). No Ray yet: the Ray Train
+worker loop reuses :mod:`pipeline.engine`, :mod:`pipeline.samples` and
+:mod:`pipeline.tracking` unchanged.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from torch import Tensor
 
 from pipeline.builders import build_model, build_optimizer, build_scheduler
-from pipeline.config import ExperimentConfig
+from pipeline.config import ExperimentConfig, to_dict
 from pipeline.engine import evaluate, train_one_epoch
 from pipeline.prepare import PrepareRequest, prepare_shards
 from pipeline.samples import augment_sample, decode, encode_batch, to_model_input
+from pipeline.tracking import Tracker
 from ssd_core.data.record import DataError, DetectionRecord
 from ssd_core.data.shards import read_manifest, read_shards
 from ssd_core.matching import TargetEncoder
+from ssd_core.metrics import ap_table, write_pr_curves
 from ssd_core.models.ssd import SSD
 
 Decoded = tuple[np.ndarray, np.ndarray, np.ndarray]  # image [H, W, 3] uint8, boxes px [N, 4], labels [N]
@@ -104,6 +111,8 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
         f"{cfg.train.epochs} epochs x {iters_per_epoch} iters, augmentation {cfg.data.augment}"
     )
 
+    tracker = Tracker(cfg.tracking, cfg.name, log)
+    tracker.start(cfg)
     history, start = [], time.perf_counter()
     for epoch in range(1, cfg.train.epochs + 1):
         stats = train_one_epoch(
@@ -113,6 +122,10 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
         elapsed = time.perf_counter() - start
         eta = elapsed / epoch * (cfg.train.epochs - epoch)
         history.append(stats)
+        tracker.log_metrics(
+            {"loss": stats.loss, "loss_loc": stats.loss_loc, "loss_cls": stats.loss_cls, "lr": stats.lr,
+             "images_per_s": stats.images_per_s}, step=epoch,
+        )  # fmt: skip
         log(
             f"epoch {epoch:3d}/{cfg.train.epochs}  loss {stats.loss:.3f} (loc {stats.loss_loc:.3f}, "
             f"cls {stats.loss_cls:.3f})  lr {stats.lr:.4f}  {stats.images_per_s:.0f} img/s  ETA {eta:.0f}s"
@@ -126,4 +139,23 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
     metrics = evaluate(model, images, truths, cfg.eval, cfg.train.channels_last)
     per_class = ", ".join(f"{class_names[k - 1]} {v:.3f}" for k, v in metrics["AP"].items())
     log(f"val VOC07 mAP@0.5 {metrics['mAP']:.3f} on {len(val)} held-out images ({per_class})")
-    return {"epochs": history, "val_mAP": metrics["mAP"], "AP": metrics["AP"], "model": model}
+    model_uri = record_results(tracker, model, cfg, class_names, metrics, len(history))
+    return {"epochs": history, "val_mAP": metrics["mAP"], "AP": metrics["AP"], "model": model,
+            "run_id": tracker.run_id, "model_uri": model_uri}  # fmt: skip
+
+
+def record_results(
+    tracker: Tracker, model: SSD, cfg: ExperimentConfig, class_names: tuple[str, ...], metrics: dict, step: int
+) -> str | None:
+    """Log the evaluation and the model, register it, close the run; the model URI."""
+    scores = {"val/mAP": metrics["mAP"]}
+    scores.update({f"val/AP/{class_names[k - 1]}": v for k, v in metrics["AP"].items()})
+    tracker.log_metrics(scores, step=step)
+    tracker.log_text(yaml.safe_dump(to_dict(cfg), sort_keys=False), "config.yaml")
+    tracker.log_text(ap_table(metrics["AP"], class_names, metrics["mAP"]), "val_ap.md")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_pr_curves(metrics["curves"], metrics["AP"], class_names, Path(tmp))
+        tracker.log_artifacts(tmp, "pr_curves")
+    model_uri = tracker.log_model(model, cfg, class_names)
+    tracker.end()
+    return model_uri

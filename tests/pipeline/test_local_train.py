@@ -17,6 +17,7 @@ def test_tiny_run_trains_and_evaluates(tmp_path, augment):
             f"data.root={tmp_path / 'shapes'}",
             f"data.shards={tmp_path / 'shards'}",
             f"data.augment={augment}",
+            "tracking.enabled=false",
             "data.num_train=96",
             "data.num_val=16",
             "data.shapes_image_size=96",
