@@ -11,7 +11,9 @@ Relative data paths are taken from the directory the job starts in.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import time
 from pathlib import Path
 
 from pipeline.config import load_config, with_absolute_paths
@@ -38,9 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         cfg = with_absolute_paths(load_config(args.config, args.overrides), Path.cwd())
+        if cfg.train.run_name is None:  # a new run; reuse its name to resume it
+            run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_name=run_name))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print(f"run {cfg.train.run_name}: checkpoints in {cfg.train.checkpoint_dir}/{cfg.train.run_name} "
+          f"(resume with --set train.run_name={cfg.train.run_name})", flush=True)  # fmt: skip
     result = train_locally(cfg)
     print(f"final val mAP@0.5 (VOC07): {result['val_mAP']:.3f}")
     if result["run_id"]:

@@ -11,6 +11,7 @@ worker loop reuses :mod:`pipeline.engine`, :mod:`pipeline.samples` and
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,6 +23,7 @@ import yaml
 from torch import Tensor
 
 from pipeline.builders import build_model, build_optimizer, build_scheduler
+from pipeline.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.config import ExperimentConfig, to_dict
 from pipeline.engine import evaluate, train_one_epoch
 from pipeline.prepare import PrepareRequest, prepare_shards
@@ -111,16 +113,24 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
         f"{cfg.train.epochs} epochs x {iters_per_epoch} iters, augmentation {cfg.data.augment}"
     )
 
+    run_dir = Path(cfg.train.checkpoint_dir) / (cfg.train.run_name or cfg.name)
+    first_epoch, run_id = 1, None
+    found = latest_checkpoint(run_dir) if cfg.train.resume else None
+    if found is not None:
+        meta = load_checkpoint(found, model, optimizer, scheduler)
+        first_epoch, run_id = meta["epoch"] + 1, meta["mlflow_run_id"]
+        log(f"resumed from {found} (epoch {meta['epoch']} done)")
     tracker = Tracker(cfg.tracking, cfg.name, log)
-    tracker.start(cfg)
+    tracker.start(cfg, run_id=run_id)
+
     history, start = [], time.perf_counter()
-    for epoch in range(1, cfg.train.epochs + 1):
+    for epoch in range(first_epoch, cfg.train.epochs + 1):
         stats = train_one_epoch(
             model, iterate_batches(train, model, encoder, cfg, epoch), optimizer, scheduler, cfg.loss,
             cfg.train.grad_clip,
         )  # fmt: skip
         elapsed = time.perf_counter() - start
-        eta = elapsed / epoch * (cfg.train.epochs - epoch)
+        eta = elapsed / (epoch - first_epoch + 1) * (cfg.train.epochs - epoch)
         history.append(stats)
         tracker.log_metrics(
             {"loss": stats.loss, "loss_loc": stats.loss_loc, "loss_cls": stats.loss_cls, "lr": stats.lr,
@@ -130,7 +140,12 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
             f"epoch {epoch:3d}/{cfg.train.epochs}  loss {stats.loss:.3f} (loc {stats.loss_loc:.3f}, "
             f"cls {stats.loss_cls:.3f})  lr {stats.lr:.4f}  {stats.images_per_s:.0f} img/s  ETA {eta:.0f}s"
         )
-        if cfg.train.time_limit_s is not None and elapsed > cfg.train.time_limit_s and epoch < cfg.train.epochs:
+        stopping = cfg.train.time_limit_s is not None and elapsed > cfg.train.time_limit_s
+        if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or stopping:
+            save_checkpoint(run_dir, model, optimizer, scheduler, epoch, to_dict(cfg), tracker.run_id,
+                            {"loss": stats.loss})  # fmt: skip
+            prune_checkpoints(run_dir, cfg.train.keep_checkpoints)
+        if stopping and epoch < cfg.train.epochs:
             log(f"time limit {cfg.train.time_limit_s:.0f}s reached after epoch {epoch}; stopping early")
             break
 
@@ -139,9 +154,16 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
     metrics = evaluate(model, images, truths, cfg.eval, cfg.train.channels_last)
     per_class = ", ".join(f"{class_names[k - 1]} {v:.3f}" for k, v in metrics["AP"].items())
     log(f"val VOC07 mAP@0.5 {metrics['mAP']:.3f} on {len(val)} held-out images ({per_class})")
-    model_uri = record_results(tracker, model, cfg, class_names, metrics, len(history))
+    model_uri = record_results(tracker, model, cfg, class_names, metrics, first_epoch - 1 + len(history))
     return {"epochs": history, "val_mAP": metrics["mAP"], "AP": metrics["AP"], "model": model,
             "run_id": tracker.run_id, "model_uri": model_uri}  # fmt: skip
+
+
+def prune_checkpoints(run_dir: Path, keep: int) -> None:
+    """Delete all but the ``keep`` latest complete checkpoints."""
+    done = sorted(p for p in run_dir.glob("epoch-*") if p.is_dir() and not p.name.endswith(".partial"))
+    for old in done[: max(len(done) - keep, 0)]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def record_results(

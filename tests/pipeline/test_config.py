@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from pipeline.config import ExperimentConfig, from_dict, load_config, to_dict
@@ -29,7 +31,8 @@ def test_unknown_keys_and_bad_values_are_named(tmp_path):
 
 
 def test_shipped_config_loads():
-    assert load_config("configs/shapes_light.yaml").model.name == "light"
+    repo = Path(__file__).resolve().parents[2]
+    assert load_config(repo / "configs" / "shapes_light.yaml").model.name == "light"
 
 
 def test_relative_data_paths_become_absolute(tmp_path):

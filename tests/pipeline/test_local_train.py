@@ -18,6 +18,7 @@ def test_tiny_run_trains_and_evaluates(tmp_path, augment):
             f"data.shards={tmp_path / 'shards'}",
             f"data.augment={augment}",
             "tracking.enabled=false",
+            f"train.checkpoint_dir={tmp_path / 'runs'}",
             "data.num_train=96",
             "data.num_val=16",
             "data.shapes_image_size=96",

@@ -14,7 +14,7 @@ def tiny_config(tmp_path, *extra):
         "data.num_train=64", "data.num_val=16", "data.shapes_image_size=96",
         "train.epochs=2", "train.batch_size=16", "train.warmup_iters=2", "train.num_threads=2",
         f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifacts={tmp_path / 'artifacts'}",
-        "tracking.model_name=ssd-test", *extra,
+        "tracking.model_name=ssd-test", f"train.checkpoint_dir={tmp_path / 'runs'}", *extra,
     ])  # fmt: skip
 
 

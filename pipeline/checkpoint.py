@@ -1,0 +1,74 @@
+"""Training checkpoints: everything needed to continue a run where it stopped.
+
+A checkpoint is a directory (so Ray Train can wrap it with ``Checkpoint.from_directory``)
+holding ``state.pt`` (model, optimizer and scheduler state dicts: tensors and plain
+containers only, read back with ``weights_only=True``) and ``meta.json`` (epoch, config,
+MLflow run id, metrics). It is written under a temporary name and renamed into place, so
+a crash never leaves a half-written checkpoint that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+STATE, META = "state.pt", "meta.json"
+
+
+def save_checkpoint(
+    folder: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    epoch: int,
+    config: dict[str, Any],
+    run_id: str | None = None,
+    metrics: dict[str, float] | None = None,
+) -> Path:
+    """Write the checkpoint of the end of ``epoch`` to ``folder/epoch-{epoch:04d}``."""
+    target = Path(folder) / f"epoch-{epoch:04d}"
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    state = {
+        "model": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+    }
+    torch.save(state, partial / STATE)
+    meta = {"epoch": epoch, "config": config, "mlflow_run_id": run_id, "metrics": metrics or {}}
+    (partial / META).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The complete checkpoint of the highest epoch under ``folder``, or None."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    done = sorted(p for p in folder.glob("epoch-*") if p.is_dir() and not p.name.endswith(".partial"))
+    done = [p for p in done if (p / STATE).is_file() and (p / META).is_file()]
+    return done[-1] if done else None
+
+
+def load_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> dict[str, Any]:
+    """Restore the states in place and return the checkpoint's ``meta.json``."""
+    path = Path(path)
+    state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+    model.load_state_dict(state["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    return json.loads((path / META).read_text())

@@ -1,0 +1,49 @@
+import torch
+from mlflow import MlflowClient
+
+from pipeline.checkpoint import latest_checkpoint, load_checkpoint
+from pipeline.config import load_config
+from pipeline.local_train import train_locally
+
+
+def config(tmp_path, run_name, *extra):
+    return load_config(None, [
+        f"data.root={tmp_path / 'shapes'}", f"data.shards={tmp_path / 'shards'}", "data.augment=flip",
+        "data.num_train=48", "data.num_val=8", "data.shapes_image_size=64",
+        "train.epochs=4", "train.batch_size=16", "train.warmup_iters=2", "train.num_threads=2",
+        "train.checkpoint_every=2", f"train.checkpoint_dir={tmp_path / 'runs'}", f"train.run_name={run_name}",
+        f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifacts={tmp_path / 'artifacts'}",
+        "tracking.model_name=ckpt-test", *extra,
+    ])  # fmt: skip
+
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
+    quiet = lambda line: None  # noqa: E731
+    straight = train_locally(config(tmp_path, "straight"), log=quiet)
+
+    first = train_locally(config(tmp_path, "resumed", "train.time_limit_s=0"), log=quiet)
+    assert len(first["epochs"]) == 1  # stopped after epoch 1, with a checkpoint
+    assert latest_checkpoint(tmp_path / "runs" / "resumed").name == "epoch-0001"
+    lines = []
+    second = train_locally(config(tmp_path, "resumed"), log=lines.append)
+    assert any("resumed from" in line and "epoch 1 done" in line for line in lines)
+    assert len(second["epochs"]) == 3
+
+    for (name, a), b in zip(straight["model"].state_dict().items(), second["model"].state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
+    assert second["run_id"] == first["run_id"]  # the same MLflow run goes on
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [m.step for m in client.get_metric_history(second["run_id"], "loss")] == [1, 2, 3, 4]
+
+
+def test_checkpoints_are_complete_and_pruned(tmp_path):
+    train_locally(config(tmp_path, "pruned", "train.keep_checkpoints=1", "tracking.enabled=false"), log=lambda s: None)
+    kept = sorted(p.name for p in (tmp_path / "runs" / "pruned").iterdir())
+    assert kept == ["epoch-0004"]
+    (tmp_path / "runs" / "pruned" / "epoch-0005.partial").mkdir()  # a crash mid-write
+    found = latest_checkpoint(tmp_path / "runs" / "pruned")
+    assert found.name == "epoch-0004"
+    from ssd_core.models import ssd_light
+
+    meta = load_checkpoint(found, ssd_light(6))
+    assert meta["epoch"] == 4 and meta["config"]["train"]["run_name"] == "pruned"
