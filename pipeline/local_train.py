@@ -150,7 +150,8 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
             break
 
     images = [v[0] for v in val]
-    truths = [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult} for r in val_records]
+    # Crowd regions (COCO) count as VOC's "difficult": neither true nor false positives.
+    truths = [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult | r.iscrowd} for r in val_records]
     metrics = evaluate(model, images, truths, cfg.eval, cfg.train.channels_last)
     per_class = ", ".join(f"{class_names[k - 1]} {v:.3f}" for k, v in metrics["AP"].items())
     log(f"val VOC07 mAP@0.5 {metrics['mAP']:.3f} on {len(val)} held-out images ({per_class})")
