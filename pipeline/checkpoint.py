@@ -3,7 +3,7 @@
 A checkpoint is a directory (so Ray Train can wrap it with ``Checkpoint.from_directory``)
 holding ``state.pt`` (model, optimizer and scheduler state dicts: tensors and plain
 containers only, read back with ``weights_only=True``) and ``meta.json`` (epoch, config,
-MLflow run id, metrics). It is written under a temporary name and renamed into place, so
+class names, MLflow run id, metrics). It is written under a temporary name and renamed into place, so
 a crash never leaves a half-written checkpoint that looks complete.
 """
 
@@ -28,6 +28,7 @@ def save_checkpoint(
     config: dict[str, Any],
     run_id: str | None = None,
     metrics: dict[str, float] | None = None,
+    class_names: tuple[str, ...] = (),
 ) -> Path:
     """Write the checkpoint of the end of ``epoch`` to ``folder/epoch-{epoch:04d}``."""
     target = Path(folder) / f"epoch-{epoch:04d}"
@@ -40,7 +41,10 @@ def save_checkpoint(
         "scheduler": scheduler.state_dict(),
     }
     torch.save(state, partial / STATE)
-    meta = {"epoch": epoch, "config": config, "mlflow_run_id": run_id, "metrics": metrics or {}}
+    meta = {
+        "epoch": epoch, "config": config, "mlflow_run_id": run_id, "metrics": metrics or {},
+        "class_names": list(class_names),
+    }  # fmt: skip
     (partial / META).write_text(json.dumps(meta, indent=2))
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)

@@ -143,7 +143,7 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
         stopping = cfg.train.time_limit_s is not None and elapsed > cfg.train.time_limit_s
         if epoch % cfg.train.checkpoint_every == 0 or epoch == cfg.train.epochs or stopping:
             save_checkpoint(run_dir, model, optimizer, scheduler, epoch, to_dict(cfg), tracker.run_id,
-                            {"loss": stats.loss})  # fmt: skip
+                            {"loss": stats.loss}, class_names)  # fmt: skip
             prune_checkpoints(run_dir, cfg.train.keep_checkpoints)
         if stopping and epoch < cfg.train.epochs:
             log(f"time limit {cfg.train.time_limit_s:.0f}s reached after epoch {epoch}; stopping early")
