@@ -51,14 +51,31 @@ def save_checkpoint(
     return target
 
 
-def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The complete checkpoint of the highest epoch under ``folder``, or None."""
+def complete_checkpoints(folder: str | Path) -> list[Path]:
+    """The complete checkpoints under ``folder``, oldest epoch first."""
     folder = Path(folder)
     if not folder.is_dir():
-        return None
-    done = sorted(p for p in folder.glob("epoch-*") if p.is_dir() and not p.name.endswith(".partial"))
-    done = [p for p in done if (p / STATE).is_file() and (p / META).is_file()]
+        return []
+    found = sorted(p for p in folder.glob("epoch-*") if p.is_dir() and not p.name.endswith(".partial"))
+    return [p for p in found if (p / STATE).is_file() and (p / META).is_file()]
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    """The complete checkpoint of the highest epoch under ``folder``, or None."""
+    done = complete_checkpoints(folder)
     return done[-1] if done else None
+
+
+def prune_checkpoints(folder: str | Path, keep: int) -> None:
+    """Delete all but the ``keep`` latest complete checkpoints."""
+    done = complete_checkpoints(folder)
+    for old in done[: max(len(done) - keep, 0)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """A checkpoint's ``meta.json``: epoch, config, class names, MLflow run id, metrics."""
+    return json.loads((Path(path) / META).read_text())
 
 
 def load_checkpoint(
@@ -75,4 +92,4 @@ def load_checkpoint(
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
-    return json.loads((path / META).read_text())
+    return read_meta(path)

@@ -144,12 +144,13 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"config key {where}: expected a list, got {value!r}")
         return tuple(_coerce(v, args[0], where) for v in value)
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+    # bool is an int subclass: `true` must not pass where a number is expected.
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"config key {where}: expected a number, got {value!r}")
         return float(value)
-    if hint in (int, str, bool) and not (isinstance(value, hint) and not (hint is int and isinstance(value, bool))):
+    if hint in (int, str, bool) and (not isinstance(value, hint) or (hint is int and isinstance(value, bool))):
         raise ValueError(f"config key {where}: expected {hint.__name__}, got {value!r}")
-    if hint is float and not isinstance(value, float):
-        raise ValueError(f"config key {where}: expected a number, got {value!r}")
     return value
 
 

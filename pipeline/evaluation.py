@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.builders import build_model
-from pipeline.checkpoint import META, load_checkpoint
+from pipeline.checkpoint import META, load_checkpoint, read_meta
 from pipeline.config import EvalConfig, from_dict
 from pipeline.engine import predict
 from pipeline.model_store import load_model
@@ -21,9 +21,7 @@ def load_any(source: str) -> tuple[SSD, tuple[str, ...]]:
     a saved model folder, or an MLflow model URI (``models:/name@alias``, ``runs:/id/model``)."""
     path = Path(source)
     if (path / META).is_file():
-        import json
-
-        meta = json.loads((path / META).read_text())
+        meta = read_meta(path)
         config = from_dict(meta["config"])
         class_names = tuple(meta["class_names"])
         model = build_model(config.model, len(class_names) + 1)

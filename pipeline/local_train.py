@@ -11,7 +11,6 @@ worker loop reuses :mod:`pipeline.engine`, :mod:`pipeline.samples` and
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -23,7 +22,7 @@ import yaml
 from torch import Tensor
 
 from pipeline.builders import build_model, build_optimizer, build_scheduler
-from pipeline.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from pipeline.checkpoint import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from pipeline.config import ExperimentConfig, to_dict
 from pipeline.engine import evaluate, train_one_epoch
 from pipeline.prepare import PrepareRequest, prepare_shards
@@ -158,13 +157,6 @@ def train_locally(cfg: ExperimentConfig, log: Callable[[str], None] = print_now)
     model_uri = record_results(tracker, model, cfg, class_names, metrics, first_epoch - 1 + len(history))
     return {"epochs": history, "val_mAP": metrics["mAP"], "AP": metrics["AP"], "model": model,
             "run_id": tracker.run_id, "model_uri": model_uri}  # fmt: skip
-
-
-def prune_checkpoints(run_dir: Path, keep: int) -> None:
-    """Delete all but the ``keep`` latest complete checkpoints."""
-    done = sorted(p for p in run_dir.glob("epoch-*") if p.is_dir() and not p.name.endswith(".partial"))
-    for old in done[: max(len(done) - keep, 0)]:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def record_results(

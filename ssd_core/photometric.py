@@ -13,8 +13,8 @@ On uint8 RGB ``[H, W, 3]`` with OpenCV, as the original ran:
 Each is applied with probability 0.5; brightness first, then contrast either before
 saturation and hue or after them (Caffe picks the order at random). Every step rounds and
 saturates to uint8 as Caffe's ``convertTo`` does. Brightness and contrast become one
-256-entry lookup table and saturation and hue one HSV round trip, so the whole distortion
-costs at most three passes over the pixels.
+256-entry lookup table (two when contrast comes last) and saturation and hue share one HSV
+round trip, so a draw costs at most five cheap uint8 passes (typically two or three).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """From head outputs to detections: decode, threshold, per-class top-k, NMS, keep.
 
 The whole batch is thresholded at once and its candidates grouped by (image, class).
-One sort orders them by group and score, which gives each group's top-k; then groups
-are packed into a few ``torchvision.ops.nms`` calls, each group offset from the others
+NMS runs first on each image's best ``2 * max_detections`` candidates only (exact, see
+:func:`nms_top_of_each_image`). One sort orders them by group and score, which gives each
+group's top-k; then groups are packed into a few ``torchvision.ops.nms`` calls, each group offset from the others
 so they cannot suppress each other. torchvision's per-class loop instead scans every
 image's scores once per class and calls NMS per image.
 """
@@ -23,18 +24,27 @@ from ssd_core.boxes import Variances, decode
 _CHUNK = 300
 
 
-def rank_within_groups(groups: Tensor, scores: Tensor) -> Tensor:
-    """``[K] group ids, [K] scores -> [K]`` rank of each item inside its group by score
-    (0 for the highest). Ties keep input order."""
-    order = torch.argsort(scores, descending=True, stable=True)
-    order = order[torch.argsort(groups[order], stable=True)]
+def _sort_by_group(groups: Tensor, scores: Tensor) -> tuple[Tensor, Tensor]:
+    """Order items by group, best score first within each group (ties keep input order).
+
+    Returns ``(order [K], group_start [K])``: the permutation, and for each sorted position
+    where its group starts, so ``arange(K) - group_start`` is the rank within the group.
+    One argsort on ``2 * group - score``, which keeps groups apart for scores in [0, 1].
+    """
+    order = torch.argsort(groups.double() * 2 - scores.double(), stable=True)
     sorted_groups = groups[order]
     position = torch.arange(groups.numel(), device=groups.device)
     new_group = torch.ones_like(sorted_groups, dtype=torch.bool)
     new_group[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    group_start = torch.cummax(torch.where(new_group, position, 0), dim=0).values
-    rank = torch.empty_like(position)
-    rank[order] = position - group_start
+    return order, torch.cummax(torch.where(new_group, position, 0), dim=0).values
+
+
+def rank_within_groups(groups: Tensor, scores: Tensor) -> Tensor:
+    """``[K] group ids, [K] scores in [0, 1] -> [K]`` rank of each item inside its group
+    by score (0 for the highest). Ties keep input order."""
+    order, group_start = _sort_by_group(groups, scores)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device) - group_start
     return rank
 
 
@@ -50,13 +60,9 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
-    # One sort by (group, decreasing score): scores in (0, 1] keep 2g - s inside group g's slot.
-    order = torch.argsort(groups.double() * 2 - scores.double(), stable=True)
-    sorted_groups = groups[order]
+    order, group_start = _sort_by_group(groups, scores)
     position = torch.arange(n, device=boxes.device)
-    new_group = torch.ones(n, dtype=torch.bool, device=boxes.device)
-    new_group[1:] = sorted_groups[1:] != sorted_groups[:-1]
-    group_start = torch.cummax(torch.where(new_group, position, 0), dim=0).values
+    new_group = group_start == position
     keep = position - group_start < top_k
     order, group_start, new_group = order[keep], group_start[keep], new_group[keep]
 
@@ -90,14 +96,11 @@ def nms_top_of_each_image(
     """
     first = 2 * keep
     n = boxes.shape[0]
-    order = torch.argsort(image.double() * 2 - scores.double(), stable=True)  # by image, best first
-    sorted_image = image[order]
-    counts = torch.bincount(sorted_image)
-    starts = torch.cumsum(counts, 0) - counts
-    rank = torch.arange(n, device=boxes.device) - starts[sorted_image]
+    counts = torch.bincount(image)
     if n == 0 or int(counts.max()) <= first:
         return grouped_nms(boxes, scores, groups, iou_threshold, top_k)
-    subset = order[rank < first]
+    order, image_start = _sort_by_group(image, scores)  # by image, best first
+    subset = order[torch.arange(n, device=boxes.device) - image_start < first]
     kept = subset[grouped_nms(boxes[subset], scores[subset], groups[subset], iou_threshold, top_k)]
     survivors = torch.bincount(image[kept], minlength=counts.numel())
     redo = (survivors < keep) & (counts > first)

@@ -28,7 +28,7 @@ class PriorGrid:
     """The group structure of a :class:`PriorSpec`'s priors (location-major order).
 
     Attributes (all numpy, one entry per group G):
-        half_w, half_h: half sizes of the group's boxes before any "box" clipping (a
+        half_wh: ``[G, 2]`` half sizes of the group's boxes before any "box" clipping (a
             superset of the clipped boxes' extent, so no overlapping cell is missed).
         width_hi, height_hi, area_lo: the largest width and height and the smallest area
             among the group's priors (the nominal ones unless "box" clipping shrank
@@ -38,7 +38,7 @@ class PriorGrid:
     """
 
     def __init__(self, spec: PriorSpec) -> None:
-        half_w, half_h, step, size, base, stride, slot = [], [], [], [], [], [], []
+        half_wh, step, size, base, stride, slot = [], [], [], [], [], []
         offset = 0
         for k, f in enumerate(spec.feature_sizes):
             wh = cell_sizes(spec.scales[k], spec.scales[k + 1], spec.aspect_ratios[k])
@@ -46,16 +46,14 @@ class PriorGrid:
                 wh = wh.clamp(0.0, 1.0)
             s = spec.steps[k] / spec.image_size if spec.steps is not None else 1.0 / f
             for a, (w, h) in enumerate(wh.tolist()):
-                half_w.append(w / 2)
-                half_h.append(h / 2)
+                half_wh.append((w / 2, h / 2))
                 step.append(s)
                 size.append(f)
                 base.append(offset)
                 stride.append(len(wh))
                 slot.append(a)
             offset += f * f * len(wh)
-        self.half_w, self.half_h = np.array(half_w), np.array(half_h)
-        self.half_wh = np.stack([self.half_w, self.half_h], axis=1)
+        self.half_wh = np.array(half_wh).reshape(-1, 2)
         self.step, self.size = np.array(step), np.array(size, dtype=np.int64)
         self.base, self.stride, self.slot = (np.array(v, dtype=np.int64) for v in (base, stride, slot))
         self.num_priors = offset
