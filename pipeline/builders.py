@@ -39,25 +39,36 @@ def build_model(cfg: ModelConfig, num_classes: int) -> SSD:
     raise ValueError(f"unknown model.name {cfg.name!r} (light, ssd300, ssd512)")
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    """SGD with momentum; no weight decay on biases, BN and L2Norm scales (their decay
-    only shrinks the scale the layer is there to learn)."""
+def scaled_lr(cfg: TrainConfig, world_size: int) -> float:
+    """``cfg.lr`` scaled linearly from ``lr_batch`` images to the global batch."""
+    return cfg.lr * cfg.batch_size * world_size / cfg.lr_batch
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, world_size: int = 1) -> torch.optim.SGD:
+    """SGD with momentum at :func:`scaled_lr`; no weight decay on biases, BN and L2Norm
+    scales (their decay only shrinks the scale the layer is there to learn)."""
     decay, no_decay = [], []
     for p in model.parameters():
         (decay if p.ndim > 1 else no_decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
+    return torch.optim.SGD(groups, lr=scaled_lr(cfg, world_size), momentum=cfg.momentum)
 
 
 def build_scheduler(
     optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_iters: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup, then multistep decay at ``milestones`` (fractions of ``total_iters``),
-    stepped once per iteration."""
-    steps = [math.floor(m * total_iters) for m in cfg.milestones]
+    """Linear warmup, then ``cfg.schedule``: ``multistep`` (x ``gamma`` at each of
+    ``milestones``, fractions of ``total_iters``) or ``cosine`` (to zero at
+    ``total_iters``); stepped once per iteration."""
+    if cfg.schedule not in ("multistep", "cosine"):
+        raise ValueError(f"unknown train.schedule {cfg.schedule!r} (multistep, cosine)")
+    # Rounded, so that 0.666667 of 120k is Caffe's 80k (a YAML file cannot say 2/3).
+    steps = [round(m * total_iters) for m in cfg.milestones]
 
     def factor(it: int) -> float:
         warm = min(1.0, (it + 1) / cfg.warmup_iters) if cfg.warmup_iters > 0 else 1.0
+        if cfg.schedule == "cosine":
+            return warm * 0.5 * (1.0 + math.cos(math.pi * min(it, total_iters) / max(total_iters, 1)))
         return warm * cfg.gamma ** sum(it >= s for s in steps)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

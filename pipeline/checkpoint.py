@@ -1,7 +1,7 @@
 """Training checkpoints: everything needed to continue a run where it stopped.
 
 A checkpoint is a directory (so Ray Train can wrap it with ``Checkpoint.from_directory``)
-holding ``state.pt`` (model, optimizer and scheduler state dicts: tensors and plain
+holding ``state.pt`` (model, optimizer, scheduler and AMP scaler state dicts: tensors and plain
 containers only, read back with ``weights_only=True``) and ``meta.json`` (epoch, config,
 class names, MLflow run id, metrics). It is written under a temporary name and renamed into place, so
 a crash never leaves a half-written checkpoint that looks complete.
@@ -29,6 +29,7 @@ def save_checkpoint(
     run_id: str | None = None,
     metrics: dict[str, float] | None = None,
     class_names: tuple[str, ...] = (),
+    scaler: torch.amp.GradScaler | None = None,
 ) -> Path:
     """Write the checkpoint of the end of ``epoch`` to ``folder/epoch-{epoch:04d}``."""
     target = Path(folder) / f"epoch-{epoch:04d}"
@@ -40,6 +41,8 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
     }
+    if scaler is not None and scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
     torch.save(state, partial / STATE)
     meta = {
         "epoch": epoch, "config": config, "mlflow_run_id": run_id, "metrics": metrics or {},
@@ -83,6 +86,7 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, Any]:
     """Restore the states in place and return the checkpoint's ``meta.json``."""
     path = Path(path)
@@ -92,4 +96,6 @@ def load_checkpoint(
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and "scaler" in state:
+        scaler.load_state_dict(state["scaler"])
     return read_meta(path)

@@ -30,6 +30,10 @@ class ModelConfig:
     s_max: float | None = None
     first_scale: float | None = None
     scales: tuple[float, ...] | None = None
+    # ssd300/ssd512: a torchvision vgg16 (or vgg16_bn with batch_norm) ImageNet state-dict
+    # file, loaded into the backbone at the start of a fresh run (fc6/fc7 decimated as the
+    # paper). A path every train worker can read. None: train from scratch.
+    backbone_weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,14 @@ class DataConfig:
     seed: int = 0
     shapes_image_size: int = 128
     shapes_max_objects: int = 6
+    # Ray Data: the CPU workers that decode, augment and encode (one actor each).
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    map_batch_size: int = 64  # images per map_batches call (encoding is vectorised per batch)
+    shuffle_buffer: int = 2048  # rows in each train worker's local shuffle buffer
+    # No batch for this long means the pipeline is starved or stuck: fail with the
+    # cluster's resources named instead of waiting forever.
+    stall_timeout_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -63,11 +75,19 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """SGD with momentum; ``lr`` is for ``batch_size`` (scale it with the global batch)."""
+    """SGD with momentum on Ray Train workers.
+
+    ``batch_size`` is per worker; the global batch is ``batch_size * num_workers`` and
+    ``lr`` is the rate for ``lr_batch`` images, scaled linearly to the global batch (the
+    paper: 1e-3 at 32). The schedule (warmup, then ``milestones`` or cosine, as fractions
+    of all iterations) is the same whatever the number of workers.
+    """
 
     epochs: int = 10
     batch_size: int = 32
     lr: float = 0.05
+    lr_batch: int = 32
+    schedule: str = "multistep"  # multistep | cosine
     momentum: float = 0.9
     weight_decay: float = 5e-4
     warmup_iters: int = 100
@@ -82,9 +102,16 @@ class TrainConfig:
     channels_last: bool = True
     run_name: str | None = None  # checkpoints go to {checkpoint_dir}/{run_name}; reuse a name to resume
     checkpoint_dir: str = "runs"
-    checkpoint_every: int = 5  # epochs; the last epoch is always saved
+    checkpoint_every: int = 5  # epochs; the last epoch is always saved; validation runs with each
     keep_checkpoints: int = 2  # the latest ones kept on disk
     resume: bool = True  # continue from the latest checkpoint of the same run_name
+    # Ray Train: workers, and what each reserves. A fraction of a CPU is allowed: on a
+    # small machine the train workers must leave CPUs to the Ray Data workers.
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    amp: bool = True  # mixed precision on GPU (fp16 + GradScaler); ignored on CPU
+    max_failures: int = 2  # worker failures survived by restarting from the latest checkpoint
 
 
 @dataclass(frozen=True)
@@ -94,6 +121,8 @@ class EvalConfig:
     top_k: int = 400
     max_detections: int = 200
     batch_size: int = 64
+    coco: bool = False  # also COCO AP@[.5:.95] (pycocotools)
+    sample_images: int = 16  # validation images drawn with their detections, logged as a grid
 
 
 @dataclass(frozen=True)
@@ -198,12 +227,14 @@ def with_absolute_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
         return value if "://" in value or Path(value).is_absolute() else str((base / value).resolve())
 
     data = dataclasses.replace(cfg.data, root=absolute(cfg.data.root), shards=absolute(cfg.data.shards))
+    weights = cfg.model.backbone_weights
+    model = dataclasses.replace(cfg.model, backbone_weights=absolute(weights) if weights else None)
     train = dataclasses.replace(cfg.train, checkpoint_dir=absolute(cfg.train.checkpoint_dir))
     uri = cfg.tracking.uri
     if "://" not in uri:  # a local SQLite file
         uri = f"sqlite:///{absolute(uri)}"
     tracking = dataclasses.replace(cfg.tracking, uri=uri, artifacts=absolute(cfg.tracking.artifacts))
-    return dataclasses.replace(cfg, data=data, train=train, tracking=tracking)
+    return dataclasses.replace(cfg, model=model, data=data, train=train, tracking=tracking)
 
 
 def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> ExperimentConfig:

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from pipeline.config import EvalConfig, LossConfig
-from pipeline.samples import to_model_input
+from pipeline.config import EvalConfig, LossConfig, TrainConfig
+from pipeline.samples import normalise
+from ssd_core.augment import resize_for_eval
 from ssd_core.loss import multibox_loss
 from ssd_core.metrics import evaluate_voc
 from ssd_core.models.ssd import SSD
@@ -36,44 +37,66 @@ class EpochStats:
         return self.images / max(self.seconds, 1e-9)
 
 
+def unwrap(model: nn.Module) -> SSD:
+    """The SSD inside a DistributedDataParallel wrapper (or the model itself)."""
+    return getattr(model, "module", model)
+
+
 def train_one_epoch(
-    model: SSD,
+    model: nn.Module,
     batches: Iterable[tuple[Tensor, Tensor, Tensor]],
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     loss_cfg: LossConfig,
-    grad_clip: float | None = None,
+    train_cfg: TrainConfig,
+    device: torch.device | str = "cpu",
+    scaler: torch.amp.GradScaler | None = None,
 ) -> EpochStats:
-    """Train over ``(images [B,3,S,S], loc_targets [B,P,4], labels [B,P])`` batches.
+    """Train over ``(images [B, S, S, 3] uint8, loc_targets [B, P, 4], labels [B, P])``
+    batches; images are normalised on ``device``. With an enabled ``scaler`` (CUDA) the
+    forward pass runs in fp16 autocast; the loss is computed in fp32 either way.
 
     Raises:
         FloatingPointError: the loss became NaN or inf (with the iteration named).
     """
     model.train()
-    totals = {"loss": 0.0, "loss_loc": 0.0, "loss_cls": 0.0}
+    net, device = unwrap(model), torch.device(device)
+    amp = scaler is not None and scaler.is_enabled()
+    totals = torch.zeros(3, dtype=torch.float64)
     images, steps, start = 0, 0, time.perf_counter()
-    for images_t, loc_targets, labels in batches:
-        loc, conf = model(images_t)
+    for images_u8, loc_targets, labels in batches:
+        x = normalise(images_u8.to(device, non_blocking=True), net, train_cfg.channels_last)
+        loc_targets, labels = loc_targets.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+            loc, conf = model(x)
         losses = multibox_loss(
             loc, conf, loc_targets, labels, loss_cfg.alpha, loss_cfg.neg_pos_ratio, loss_cfg.min_negatives
         )
         if not torch.isfinite(losses["loss"]):
             raise FloatingPointError(f"loss is {losses['loss'].item()} at iteration {steps} of this epoch")
         optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
+        if amp:
+            scaler.scale(losses["loss"]).backward()
+            if train_cfg.grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            losses["loss"].backward()
+            if train_cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            optimizer.step()
         scheduler.step()
-        for k in totals:
-            totals[k] += losses[k].item()
-        images += images_t.shape[0]
+        # One host sync per step (the isfinite check above needs it anyway).
+        totals += torch.stack([losses["loss"], losses["loss_loc"], losses["loss_cls"]]).detach().double().cpu()
+        images += images_u8.shape[0]
         steps += 1
-    n = max(steps, 1)
+    mean = (totals / max(steps, 1)).tolist()
     return EpochStats(
-        loss=totals["loss"] / n,
-        loss_loc=totals["loss_loc"] / n,
-        loss_cls=totals["loss_cls"] / n,
+        loss=mean[0],
+        loss_loc=mean[1],
+        loss_cls=mean[2],
         images=images,
         seconds=time.perf_counter() - start,
         lr=optimizer.param_groups[0]["lr"],
@@ -81,25 +104,33 @@ def train_one_epoch(
 
 
 @torch.no_grad()
+def detect_resized(
+    model: nn.Module, images: Tensor, sizes: Sequence[tuple[int, int]], cfg: EvalConfig,
+    channels_last: bool = False, device: torch.device | str = "cpu",
+) -> list[dict[str, Tensor]]:
+    """Detections for uint8 ``[B, S, S, 3]`` images already resized to the model's input,
+    boxes in the pixels of the originals of ``sizes`` (``(height, width)`` each), on CPU."""
+    net = unwrap(model)
+    net.eval()
+    loc, conf = net(normalise(images.to(device), net, channels_last))
+    found = detect(
+        loc.float(), conf.float(), net.priors, list(sizes), cfg.score_threshold, cfg.nms_threshold, cfg.top_k,
+        cfg.max_detections,
+    )  # fmt: skip
+    return [{k: v.cpu() for k, v in d.items()} for d in found]
+
+
+@torch.no_grad()
 def predict(
     model: SSD, images: Sequence[np.ndarray], cfg: EvalConfig, channels_last: bool = False
 ) -> list[dict[str, Tensor]]:
-    """Detections for uint8 ``[H, W, 3]`` images, boxes in their own pixels."""
-    model.eval()
+    """Detections for uint8 ``[H, W, 3]`` images of any size, boxes in their own pixels."""
     out: list[dict[str, Tensor]] = []
     for i in range(0, len(images), cfg.batch_size):
         chunk = images[i : i + cfg.batch_size]
-        loc, conf = model(to_model_input(chunk, model, channels_last))
-        out += detect(
-            loc,
-            conf,
-            model.priors,
-            [im.shape[:2] for im in chunk],
-            cfg.score_threshold,
-            cfg.nms_threshold,
-            cfg.top_k,
-            cfg.max_detections,
-        )
+        size = model.image_size
+        resized = np.stack([im if im.shape[:2] == (size, size) else resize_for_eval(im, size) for im in chunk])
+        out += detect_resized(model, torch.from_numpy(resized), [im.shape[:2] for im in chunk], cfg, channels_last)
     return out
 
 

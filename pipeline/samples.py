@@ -1,10 +1,9 @@
-"""Turning decoded images into model inputs and targets, the same on every worker.
-
-The Ray Data issue moves these onto CPU workers; the functions stay the same.
-"""
+"""Turning decoded images into model inputs and targets, the same on every worker
+(Ray Data map tasks, the in-process feed, evaluation)."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -18,6 +17,12 @@ from ssd_core.matching import TargetEncoder
 from ssd_core.models.ssd import SSD
 
 
+def image_index(image_id: str) -> int:
+    """A stable integer per image id: the ``index`` of its augmentation draw, the same
+    wherever the image is processed."""
+    return zlib.crc32(image_id.encode())
+
+
 def decode(record: DetectionRecord) -> np.ndarray:
     """The record's image as ``[H, W, 3]`` uint8 RGB (a view when the decoder allows)."""
     if record.image_bytes is None:
@@ -28,16 +33,22 @@ def decode(record: DetectionRecord) -> np.ndarray:
     return np.ascontiguousarray(image.permute(1, 2, 0).numpy())
 
 
-def to_model_input(images: Sequence[np.ndarray] | np.ndarray, model: SSD, channels_last: bool = False) -> Tensor:
-    """``B`` uint8 ``[H, W, 3]`` images -> ``[B, 3, S, S]`` float, resized and normalised
-    (in NHWC memory order with ``channels_last``, to match a channels-last model)."""
-    size = model.image_size
-    resized = [im if im.shape[:2] == (size, size) else resize_for_eval(im, size) for im in images]
-    batch = torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float().div_(255.0)  # NHWC memory
-    mean = torch.tensor(model.image_mean).view(1, 3, 1, 1)
-    std = torch.tensor(model.image_std).view(1, 3, 1, 1)
+def normalise(images: Tensor, model: SSD, channels_last: bool = False) -> Tensor:
+    """uint8 ``[B, S, S, 3]`` (on any device) -> float ``[B, 3, S, S]`` with the model's
+    mean and std, in NHWC memory order with ``channels_last`` to match a channels-last
+    model. Images travel as uint8 (4x less than float) and become float where they train."""
+    batch = images.permute(0, 3, 1, 2).float().div_(255.0)  # NHWC memory
+    mean = torch.tensor(model.image_mean, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(model.image_std, device=batch.device).view(1, 3, 1, 1)
     batch = (batch - mean) / std
     return batch.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+def to_model_input(images: Sequence[np.ndarray] | np.ndarray, model: SSD, channels_last: bool = False) -> Tensor:
+    """``B`` uint8 ``[H, W, 3]`` images -> ``[B, 3, S, S]`` float, resized and normalised."""
+    size = model.image_size
+    resized = [im if im.shape[:2] == (size, size) else resize_for_eval(im, size) for im in images]
+    return normalise(torch.from_numpy(np.stack(resized)), model, channels_last)
 
 
 def augment_sample(

@@ -29,6 +29,30 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def _experiment_id(client: Any, cfg: TrackingConfig, name: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = Path(cfg.artifacts).as_uri() if "://" not in cfg.artifacts else cfg.artifacts
+    return client.create_experiment(name, artifact_location=location)
+
+
+def ensure_experiment(cfg: TrackingConfig, name: str, log: Callable[[str], None] = print) -> str | None:
+    """Create the store (a SQLite file's tables) and the experiment from the driver, once,
+    so that workers never race to create them; the experiment id, or None (with a
+    warning) when the store cannot be reached."""
+    try:
+        from mlflow import MlflowClient
+
+        return _experiment_id(MlflowClient(cfg.uri), cfg, name)
+    except Exception as err:  # tracking must not stop training
+        message = f"MLflow store {cfg.uri} unusable ({type(err).__name__}: {str(err).splitlines()[0]}); "
+        message += "the workers will try again and train without tracking if it still fails"
+        warnings.warn(message, stacklevel=2)
+        log(f"warning: {message}")
+        return None
+
+
 class Tracker:
     """One MLflow run of one experiment (the config's name).
 
@@ -67,12 +91,7 @@ class Tracker:
 
             mlflow.set_tracking_uri(self.cfg.uri)
             self._client = MlflowClient(self.cfg.uri)
-            experiment = self._client.get_experiment_by_name(self.experiment)
-            if experiment is None:
-                location = Path(self.cfg.artifacts).as_uri() if "://" not in self.cfg.artifacts else self.cfg.artifacts
-                experiment_id = self._client.create_experiment(self.experiment, artifact_location=location)
-            else:
-                experiment_id = experiment.experiment_id
+            experiment_id = _experiment_id(self._client, self.cfg, self.experiment)
             if run_id is not None:
                 self._client.update_run(run_id, status="RUNNING")
                 return run_id

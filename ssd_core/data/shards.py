@@ -179,6 +179,32 @@ def shard_paths(out: str | Path, split: str) -> list[str]:
     return [f"{base}/{name}" for name in manifest["splits"][split]["shards"]]
 
 
+def check_shards(out: str | Path, split: str) -> int:
+    """Open every shard's footer (not its data): each listed file exists, is Parquet, and
+    has the shard schema; the split's image count. Cheap enough to run before a
+    distributed job starts, so a bad shard fails there with its path named.
+
+    Raises:
+        DataError: naming the first missing or unreadable shard.
+    """
+    images = 0
+    for uri in shard_paths(out, split):
+        fs, path = resolve(uri)
+        try:
+            with fs.open_input_file(path) as f:
+                meta = pq.ParquetFile(f)
+                schema, rows = meta.schema_arrow, meta.metadata.num_rows
+        except FileNotFoundError:
+            raise DataError(f"{uri}: shard listed in the manifest is missing") from None
+        except (pa.ArrowInvalid, OSError) as err:
+            raise DataError(f"{uri}: unreadable shard ({str(err).splitlines()[0]})") from None
+        missing = [name for name in SCHEMA.names if name not in schema.names]
+        if missing:
+            raise DataError(f"{uri}: not an SSD shard (no column {missing[0]!r})")
+        images += rows
+    return images
+
+
 def row_to_record(row: dict[str, Any], class_names: Sequence[str]) -> DetectionRecord:
     """A shard row (as ``pyarrow`` ``to_pylist`` or Ray Data give it) -> a record."""
     n = len(row["labels"])

@@ -1,7 +1,7 @@
 """Detection metrics: Pascal VOC AP and COCO AP (through pycocotools)."""
 
 from ssd_core.metrics.coco import COCO_STATS, evaluate_coco
-from ssd_core.metrics.report import ap_table, write_pr_curves
+from ssd_core.metrics.report import ap_table, write_detection_grid, write_pr_curves
 from ssd_core.metrics.voc import average_precision, evaluate_voc, precision_recall
 
 __all__ = [
@@ -11,5 +11,6 @@ __all__ = [
     "evaluate_coco",
     "evaluate_voc",
     "precision_recall",
+    "write_detection_grid",
     "write_pr_curves",
 ]

@@ -1,4 +1,5 @@
-"""Evaluation artifacts: per-class precision-recall curves as PNG and an AP table.
+"""Evaluation artifacts: per-class precision-recall curves as PNG, an AP table, and a
+grid of sample detections.
 
 Uses matplotlib's object-oriented ``Figure`` (no pyplot state, no display needed), so it
 runs on headless workers.
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 
 def class_name(label: int, class_names: Sequence[str]) -> str:
@@ -56,3 +58,36 @@ def ap_table(ap: Mapping[int, float], class_names: Sequence[str], mean: float | 
         mean = float(np.mean(list(ap.values()))) if ap else 0.0
     lines.append(f"| **mean** | **{mean:.4f}** |")
     return "\n".join(lines) + "\n"
+
+
+def write_detection_grid(
+    images: Sequence[np.ndarray],
+    detections: Sequence[Mapping[str, np.ndarray]],
+    class_names: Sequence[str],
+    path: str | Path,
+    min_score: float = 0.3,
+    columns: int = 4,
+) -> Path:
+    """One PNG of ``images`` (uint8 ``[H, W, 3]``) with their detections drawn: boxes
+    (xyxy in those images' pixels) scoring at least ``min_score``, labelled with class and
+    score. Returns ``path``."""
+    rows = max(1, -(-len(images) // columns))
+    fig = Figure(figsize=(3 * columns, 3 * rows), dpi=100)
+    colours = [f"C{k % 10}" for k in range(len(class_names) + 1)]
+    for i, (image, det) in enumerate(zip(images, detections)):
+        axes = fig.add_subplot(rows, columns, i + 1)
+        axes.imshow(image)
+        axes.set_axis_off()
+        scores = np.asarray(det["scores"])
+        for box, score, label in zip(np.asarray(det["boxes"])[scores >= min_score], scores[scores >= min_score],
+                                     np.asarray(det["labels"])[scores >= min_score]):  # fmt: skip
+            x0, y0, x1, y1 = (float(v) for v in box)
+            colour = colours[int(label) % len(colours)]
+            axes.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.5))
+            axes.text(x0, y0, f"{class_name(int(label), class_names)} {score:.2f}", fontsize=6, color="white",
+                      va="bottom", bbox={"facecolor": colour, "alpha": 0.7, "pad": 1, "linewidth": 0})  # fmt: skip
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path

@@ -24,12 +24,12 @@ def test_registered_model_reproduces_its_logged_map(trained, capsys):
             f"sqlite:///{tmp / 'mlflow.db'}"]  # fmt: skip
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert f"VOC07 mAP@0.5 {result['val_mAP']:.3f}" in out and "COCO: AP" in out
+    assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in out and "COCO: AP" in out
 
 
 def test_checkpoint_folder_and_errors(trained, capsys):
     tmp, result = trained
     assert main(["--model", str(tmp / "runs" / "evaljob" / "epoch-0002"), "--shards", str(tmp / "shards")]) == 0
-    assert f"VOC07 mAP@0.5 {result['val_mAP']:.3f}" in capsys.readouterr().out
+    assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in capsys.readouterr().out
     assert main(["--model", str(tmp / "nothing-here"), "--shards", str(tmp / "shards")]) == 2
     assert "error:" in capsys.readouterr().err

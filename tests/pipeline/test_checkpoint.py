@@ -22,18 +22,18 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     straight = train_locally(config(tmp_path, "straight"), log=quiet)
 
     first = train_locally(config(tmp_path, "resumed", "train.time_limit_s=0"), log=quiet)
-    assert len(first["epochs"]) == 1  # stopped after epoch 1, with a checkpoint
+    assert len(first["reports"]) == 1  # stopped after epoch 1, with a checkpoint
     assert latest_checkpoint(tmp_path / "runs" / "resumed").name == "epoch-0001"
     lines = []
     second = train_locally(config(tmp_path, "resumed"), log=lines.append)
     assert any("resumed from" in line and "epoch 1 done" in line for line in lines)
-    assert len(second["epochs"]) == 3
+    assert len(second["reports"]) == 3
 
     for (name, a), b in zip(straight["model"].state_dict().items(), second["model"].state_dict().values()):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4, msg=name)
-    assert second["run_id"] == first["run_id"]  # the same MLflow run goes on
+    assert second["mlflow_run_id"] == first["mlflow_run_id"]  # the same MLflow run goes on
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert [m.step for m in client.get_metric_history(second["run_id"], "loss")] == [1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(second["mlflow_run_id"], "loss")] == [1, 2, 3, 4]
 
 
 def test_checkpoints_are_complete_and_pruned(tmp_path):

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from pipeline.config import ExperimentConfig, from_dict, load_config, to_dict
 
@@ -42,3 +43,21 @@ def test_relative_data_paths_become_absolute(tmp_path):
     fixed = with_absolute_paths(cfg, tmp_path)
     assert fixed.data.root == str(tmp_path / "data" / "shapes")
     assert fixed.data.shards == "s3://bucket/shards"
+
+
+@pytest.mark.parametrize("name", ["voc_ssd300", "voc_ssd512", "coco_ssd300", "coco_ssd512"])
+def test_paper_configs_load_and_build(name):
+    from pipeline.builders import build_model, build_scheduler, scaled_lr
+
+    cfg = load_config(Path(__file__).parents[2] / "configs" / f"{name}.yaml")
+    assert cfg.train.use_gpu and cfg.data.source == "shards"
+    # The paper's global batch of 32 at lr 1e-3 whatever the number of GPUs.
+    assert cfg.train.batch_size * cfg.train.num_workers == 32
+    assert scaled_lr(cfg.train, cfg.train.num_workers) == pytest.approx(1e-3)
+    model = build_model(cfg.model, num_classes=81 if name.startswith("coco") else 21)
+    assert model.priors.shape[0] == (8732 if "300" in name else 24564)
+    if name.startswith("coco"):
+        assert cfg.eval.coco and model.prior_spec.scales[0] < 0.1
+    sched = build_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), cfg.train, 120_000)
+    factor = sched.lr_lambdas[0]  # the Caffe steps: 80k and 100k of 120k iterations
+    assert [factor(i) for i in (79_999, 80_000, 99_999, 100_000)] == pytest.approx([1.0, 0.1, 0.1, 0.01])

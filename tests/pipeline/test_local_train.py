@@ -30,10 +30,10 @@ def test_tiny_run_trains_and_evaluates(tmp_path, augment):
     )
     lines: list[str] = []
     result = train_locally(cfg, log=lines.append)
-    losses = [e.loss for e in result["epochs"]]
+    losses = [e["loss"] for e in result["reports"]]
     assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
     assert losses[-1] < losses[0]
-    assert 0.0 <= result["val_mAP"] <= 1.0
+    assert 0.0 <= result["val/mAP"] <= 1.0
     assert any(line.startswith("epoch   3/3") and "img/s" in line for line in lines)
     assert "mAP" in lines[-1]
     assert (tmp_path / "shards" / "manifest.json").is_file()  # the data went through shards

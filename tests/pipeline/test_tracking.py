@@ -21,7 +21,7 @@ def tiny_config(tmp_path, *extra):
 def test_run_params_metrics_artifacts_and_registered_model(tmp_path):
     result = train_locally(tiny_config(tmp_path), log=lambda line: None)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    run = client.get_run(result["run_id"])
+    run = client.get_run(result["mlflow_run_id"])
     assert run.info.status == "FINISHED"
     assert run.data.params["train.lr"] == "0.05" and run.data.params["model.name"] == "light"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2]
@@ -49,7 +49,7 @@ def test_tracking_failure_warns_and_training_goes_on(tmp_path):
     lines = []
     with pytest.warns(UserWarning, match="MLflow tracking failed"):
         result = train_locally(cfg, log=lines.append)
-    assert result["run_id"] is None and len(result["epochs"]) == 2
+    assert result["mlflow_run_id"] is None and len(result["reports"]) == 2
     assert any("training goes on without tracking" in line for line in lines)
 
 
