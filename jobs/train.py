@@ -1,23 +1,24 @@
-"""Train an SSD and print its validation mAP.
+"""Train an SSD on Ray (Ray Data + Ray Train), track it in MLflow, print its val mAP.
 
     python -m jobs.train --config configs/shapes_light.yaml [--set train.epochs=5 ...]
+    ray job submit --working-dir . -- python -m jobs.train --config configs/voc_ssd300.yaml
 
-For now this trains in this process (pipeline.local_train): the generated shapes set (or
-prepared shards) through the real data path, the SSD augmentation and the paper's loss.
-The pipeline issue moves it onto Ray Train with MLflow tracking, with the same arguments.
-Relative data paths are taken from the directory the job starts in.
+Connects to the Ray cluster in RAY_ADDRESS (set by ``ray job submit``) or starts a local
+one. Relative local paths are taken from the directory the job starts in; on a cluster
+use a bucket for data and checkpoints and a tracking server (MLFLOW_TRACKING_URI or
+tracking.uri). A run gets a unique name; pass it again (train.run_name) to resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from pathlib import Path
 
 from pipeline.config import load_config, with_absolute_paths
-from pipeline.local_train import train_locally
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -39,7 +40,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        cfg = with_absolute_paths(load_config(args.config, args.overrides), Path.cwd())
+        overrides = list(args.overrides)
+        if os.environ.get("MLFLOW_TRACKING_URI") and not any(o.startswith("tracking.uri=") for o in overrides):
+            overrides.insert(0, f"tracking.uri={os.environ['MLFLOW_TRACKING_URI']}")
+        cfg = with_absolute_paths(load_config(args.config, overrides), Path.cwd())
         if cfg.train.run_name is None:  # a new run; reuse its name to resume it
             run_name = f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}"
             cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_name=run_name))
@@ -48,10 +52,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"run {cfg.train.run_name}: checkpoints in {cfg.train.checkpoint_dir}/{cfg.train.run_name} "
           f"(resume with --set train.run_name={cfg.train.run_name})", flush=True)  # fmt: skip
-    result = train_locally(cfg)
-    print(f"final val mAP@0.5 (VOC07): {result['val_mAP']:.3f}")
-    if result["run_id"]:
-        print(f"MLflow run {result['run_id']}, model {result['model_uri']}")
+    import ray
+
+    from pipeline.ray_train import train_on_ray
+
+    started = not ray.is_initialized()  # tests and notebooks may have connected already
+    if started:
+        ray.init(address=os.environ.get("RAY_ADDRESS"))
+    try:
+        result = train_on_ray(cfg)
+    except ray.train.TrainingFailedError as err:
+        print(f"error: training failed: {err}", file=sys.stderr)
+        print(f"resume from the last checkpoint with --set train.run_name={cfg.train.run_name}", file=sys.stderr)
+        return 1
+    finally:
+        if started:
+            ray.shutdown()
+    metrics = result.metrics or {}
+    print(f"final val mAP@0.5 (VOC07): {metrics.get('val/mAP', float('nan')):.3f}")
+    print(f"checkpoint: {result.checkpoint.path if result.checkpoint else None}")
+    if metrics.get("mlflow_run_id"):
+        print(f"MLflow run {metrics['mlflow_run_id']}, model {metrics['model_uri']}")
         print(f"open the MLflow UI: mlflow ui --backend-store-uri {cfg.tracking.uri}")
     return 0
 

@@ -1,0 +1,154 @@
+"""Ray Data: Parquet shards -> decoded, augmented, anchor-encoded batches on CPU workers.
+
+Training rows go through :class:`TrainTransform` in ``map_batches`` on an actor pool (the
+target encoder and the priors are built once per actor) and stream to the train workers
+as ``image`` uint8 ``[B, S, S, 3]``, ``loc_targets`` float32 ``[B, P, 4]`` and ``labels``
+int64 ``[B, P]``: images travel as uint8, four times less than float, and are normalised
+where they train.
+
+Each epoch draws a fresh augmentation, reproducible per image from ``(seed, epoch,
+image_id)``: the epoch comes from :class:`EpochClock`, a tiny actor every train worker
+sets before it starts an epoch's iteration (Ray Data runs a dataset again for each
+iteration, so the transform reads the clock as the epoch's blocks are made). The order is
+reshuffled every epoch by each worker's local shuffle buffer, seeded by (seed, epoch,
+rank); which blocks reach which worker is up to Ray Data's streaming split.
+
+Validation rows are only decoded and resized, and hash-partitioned by image id into one
+dataset per train worker, so every image is evaluated exactly once (Ray Train's split
+would drop rows to make the shares equal).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import ray
+import ray.data
+
+from pipeline.builders import build_model
+from pipeline.config import ExperimentConfig, from_dict, to_dict
+from pipeline.samples import augment_sample, decode, encode_batch, image_index
+from ssd_core.augment import resize_for_eval
+from ssd_core.data.shards import row_to_record, shard_paths
+from ssd_core.matching import TargetEncoder
+
+
+@ray.remote(num_cpus=0)
+class EpochClock:
+    """The epoch the train transform draws augmentations for."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set(self, epoch: int) -> int:
+        self.epoch = epoch
+        return epoch
+
+    def get(self) -> int:
+        return self.epoch
+
+
+def _rows(batch: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    return [{k: batch[k][i] for k in batch} for i in range(len(batch["image_id"]))]
+
+
+class TrainTransform:
+    """Shard rows -> training samples."""
+
+    def __init__(self, config: dict, class_names: Sequence[str]) -> None:
+        self.cfg: ExperimentConfig = from_dict(config)
+        self.class_names = tuple(class_names)
+        model = build_model(self.cfg.model, num_classes=len(self.class_names) + 1)
+        self.size = model.image_size
+        self.encoder = TargetEncoder(model.priors, self.cfg.loss.iou_threshold, prior_spec=model.prior_spec)
+
+    def __call__(self, batch: dict[str, np.ndarray], epoch: int) -> dict[str, np.ndarray]:
+        images, boxes, labels = [], [], []
+        for row in _rows(batch):
+            record = row_to_record(row, self.class_names)
+            image, b, lab = augment_sample(
+                self.cfg.data.augment, decode(record), *record.training_targets(), self.size,
+                self.cfg.train.seed, epoch, image_index(record.image_id),
+            )  # fmt: skip
+            images.append(image)
+            boxes.append(b)
+            labels.append(lab)
+        loc_targets, prior_labels = encode_batch(boxes, labels, self.encoder)
+        return {"image": np.stack(images), "loc_targets": loc_targets.numpy(), "labels": prior_labels.numpy()}
+
+
+class ValTransform:
+    """Shard rows -> resized uint8 images plus what evaluation needs (original size and
+    the ground truth, passed through)."""
+
+    def __init__(self, config: dict, class_names: Sequence[str]) -> None:
+        cfg = from_dict(config)
+        self.size = build_model(cfg.model, num_classes=len(class_names) + 1).image_size
+        self.class_names = tuple(class_names)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        images = [resize_for_eval(decode(row_to_record(r, self.class_names)), self.size) for r in _rows(batch)]
+        out = {k: batch[k] for k in ("image_id", "width", "height", "boxes", "labels", "difficult", "iscrowd")}
+        out["image"] = np.stack(images)
+        return out
+
+
+@functools.lru_cache(maxsize=4)
+def _transform(kind: type, config_json: str, class_names: tuple[str, ...]) -> Any:
+    # Map tasks run in Ray's pooled worker processes, which outlive one dataset execution:
+    # the transform (priors, encoder) is built once per process and config, not per epoch
+    # (an actor pool would be started again, ~7 s, every time an epoch's iteration begins).
+    return kind(json.loads(config_json), class_names)
+
+
+def _train_batch(batch: dict[str, np.ndarray], config_json: str, class_names: tuple[str, ...], clock: Any) -> dict:
+    epoch = ray.get(clock.get.remote())
+    return _transform(TrainTransform, config_json, class_names)(batch, epoch)
+
+
+def _val_batch(batch: dict[str, np.ndarray], config_json: str, class_names: tuple[str, ...]) -> dict:
+    return _transform(ValTransform, config_json, class_names)(batch)
+
+
+def _keep_partition(batch: dict[str, np.ndarray], part: int, parts: int) -> dict[str, np.ndarray]:
+    keep = np.array([image_index(str(i)) % parts == part for i in batch["image_id"]], dtype=bool)
+    return {k: v[keep] for k, v in batch.items()}
+
+
+def _read(cfg: ExperimentConfig, split: str) -> ray.data.Dataset:
+    # Local paths must be visible to every node that runs a read task: on a cluster, use a bucket.
+    return ray.data.read_parquet(shard_paths(cfg.data.shards, split))
+
+
+def train_dataset(cfg: ExperimentConfig, class_names: Sequence[str], clock: Any) -> ray.data.Dataset:
+    """The training stream; ``clock`` is an :class:`EpochClock` handle."""
+    d = cfg.data
+    return _read(cfg, "train").map_batches(
+        _train_batch,
+        fn_kwargs={"config_json": json.dumps(to_dict(cfg)), "class_names": tuple(class_names), "clock": clock},
+        batch_size=d.map_batch_size,
+        compute=ray.data.TaskPoolStrategy(size=d.workers),
+        num_cpus=d.cpus_per_worker,
+        batch_format="numpy",
+    )
+
+
+def val_datasets(cfg: ExperimentConfig, class_names: Sequence[str], parts: int) -> dict[str, ray.data.Dataset]:
+    """``{"val_0": ..., "val_{parts-1}": ...}``: disjoint validation shares, one per worker."""
+    d, base = cfg.data, _read(cfg, "val")
+    out = {}
+    for part in range(parts):
+        share = base if parts == 1 else base.map_batches(_keep_partition, fn_kwargs={"part": part, "parts": parts})
+        out[f"val_{part}"] = share.map_batches(
+            _val_batch,
+            fn_kwargs={"config_json": json.dumps(to_dict(cfg)), "class_names": tuple(class_names)},
+            batch_size=d.map_batch_size,
+            compute=ray.data.TaskPoolStrategy(size=d.workers),
+            num_cpus=d.cpus_per_worker,
+            batch_format="numpy",
+        )
+    return out

@@ -1,0 +1,16 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole session, with logical CPUs to spare: Ray Train reserves
+    its workers' CPUs before Ray Data gets any, and on a 2-core machine a pipeline with
+    only the physical count would wait forever. Stops only a cluster it started."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=8)
+    yield
+    if started:
+        ray.shutdown()
