@@ -31,6 +31,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.core
 	$(PY) -m benchmarks.data
+	$(PY) -m benchmarks.pipeline
 
 lint: $(STAMP)
 	$(PY) -m ruff check ssd_core pipeline jobs tests benchmarks
