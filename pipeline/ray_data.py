@@ -120,8 +120,11 @@ def _keep_partition(batch: dict[str, np.ndarray], part: int, parts: int) -> dict
 
 
 def _read(cfg: ExperimentConfig, split: str) -> ray.data.Dataset:
-    # Local paths must be visible to every node that runs a read task: on a cluster, use a bucket.
-    return ray.data.read_parquet(shard_paths(cfg.data.shards, split))
+    paths = shard_paths(cfg.data.shards, split)
+    # Ray Data packs small files into one read task (up to 128 MB): a small set would
+    # become one block and feed one map task. At least 4 blocks per data worker keeps
+    # them all busy. Local paths must be visible to every node: on a cluster, use a bucket.
+    return ray.data.read_parquet(paths, override_num_blocks=max(len(paths), 4 * cfg.data.workers))
 
 
 def train_dataset(cfg: ExperimentConfig, class_names: Sequence[str], clock: Any) -> ray.data.Dataset:
