@@ -7,22 +7,14 @@ from pipeline.config import load_config
 from pipeline.model_store import save_model
 from pipeline.onnx_export import ExportMismatch, export_verified
 from ssd_core.export import DecodedSSD
-from ssd_core.models import ssd_light
+from tests.ssd_core.test_export import varied_model
 
 ort = pytest.importorskip("onnxruntime")
 
 
 @pytest.fixture
 def model_dir(tmp_path):
-    """A light SSD whose scores differ from prior to prior (random BN statistics): an
-    untrained one ties everywhere, and NMS may then keep either of two equal boxes."""
-    torch.manual_seed(0)
-    model = ssd_light(4).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.5)
+    model = varied_model()  # scores that differ from prior to prior: no NMS ties
     save_model(tmp_path / "model", None, model, load_config(None, []), ("a", "b", "c"))
     return tmp_path / "model", model
 
