@@ -1,0 +1,148 @@
+"""Batch inference with Ray Data: a folder or bucket of images in, detections out.
+
+Files are listed and read by Ray Data (``read_binary_files``: any count, local or
+``s3://``), decoded and resized, and run through the model in batches on an actor pool
+(the model is loaded once per actor; one GPU each when ``use_gpu``). Detections are
+decoded and NMS-ed on the actor and given in the original image's pixels. An image that
+cannot be decoded becomes a row with its ``error`` set: it is reported and skipped, never
+silently dropped.
+
+Output rows, one per image: ``path``, ``width``, ``height``, ``error`` and the lists
+``boxes`` (xyxy pixels, 4 per detection, flat), ``scores``, ``labels``, ``classes``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import ray
+import ray.data
+import torch
+from torchvision.io import decode_image
+
+from pipeline.config import EvalConfig
+from pipeline.engine import detect_resized
+from ssd_core.augment import resize_for_eval
+
+IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "JPG", "JPEG", "PNG"]
+# Explicit, so that a block whose images have no detections still writes list<float>.
+SCHEMA = pa.schema([
+    ("path", pa.string()), ("width", pa.int32()), ("height", pa.int32()), ("error", pa.string()),
+    ("boxes", pa.list_(pa.float32())), ("scores", pa.list_(pa.float32())), ("labels", pa.list_(pa.int64())),
+    ("classes", pa.list_(pa.string())),
+])  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PredictRequest:
+    """What to run. ``model``: an MLflow model URI, a pulled model folder or a training
+    checkpoint folder (see :func:`pipeline.evaluation.load_any`)."""
+
+    model: str
+    images: str
+    out: str
+    tracking_uri: str | None = None
+    format: str = "parquet"  # parquet | json
+    draw: str | None = None  # folder for images with their boxes drawn
+    min_draw_score: float = 0.3
+    batch_size: int = 16
+    workers: int = 1
+    use_gpu: bool = False
+    eval: EvalConfig = EvalConfig()
+
+
+def decode_file(data: bytes) -> np.ndarray:
+    """Encoded bytes -> uint8 ``[H, W, 3]`` RGB (grayscale expanded, alpha dropped)."""
+    image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    return np.ascontiguousarray(image[:3].permute(1, 2, 0).numpy())
+
+
+class Detector:
+    """``map_batches`` actor: ``{bytes, path}`` rows -> one detection row per image."""
+
+    def __init__(self, request: PredictRequest) -> None:
+        if request.tracking_uri:
+            import mlflow
+
+            mlflow.set_tracking_uri(request.tracking_uri)
+        from pipeline.evaluation import load_any
+
+        self.request = request
+        self.device = torch.device("cuda" if request.use_gpu and torch.cuda.is_available() else "cpu")
+        model, self.class_names = load_any(request.model)
+        self.model = model.to(self.device).eval()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
+        size = self.model.image_size
+        rows: list[dict[str, Any]] = []
+        images, sizes, where = [], [], []
+        for data, path in zip(batch["bytes"], batch["path"]):
+            row = {"path": str(path), "width": 0, "height": 0, "error": None,
+                   "boxes": [], "scores": [], "labels": [], "classes": []}  # fmt: skip
+            try:
+                image = decode_file(data)
+            except RuntimeError as err:  # torchvision's decoders raise RuntimeError on bad data
+                row["error"] = f"cannot decode: {str(err).splitlines()[0]}"
+            else:
+                row["height"], row["width"] = image.shape[:2]
+                images.append(resize_for_eval(image, size))
+                sizes.append(image.shape[:2])
+                where.append((len(rows), image))
+            rows.append(row)
+        if images:
+            found = detect_resized(self.model, torch.from_numpy(np.stack(images)), sizes, self.request.eval,
+                                   device=self.device)  # fmt: skip
+            for (i, image), det in zip(where, found):
+                labels = det["labels"].tolist()
+                rows[i].update(boxes=det["boxes"].reshape(-1).tolist(), scores=det["scores"].tolist(), labels=labels,
+                               classes=[self.class_names[k - 1] for k in labels])  # fmt: skip
+                if self.request.draw:
+                    self._draw(image, rows[i])
+        return pa.Table.from_pylist(rows, schema=SCHEMA)
+
+    def _draw(self, image: np.ndarray, row: dict[str, Any]) -> None:
+        canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        boxes = np.asarray(row["boxes"], np.float32).reshape(-1, 4)
+        for box, score, name in zip(boxes, row["scores"], row["classes"]):
+            if score < self.request.min_draw_score:
+                continue
+            x0, y0, x1, y1 = (int(round(v)) for v in box)
+            cv2.rectangle(canvas, (x0, y0), (x1, y1), (0, 200, 255), 2)
+            cv2.putText(canvas, f"{name} {score:.2f}", (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        (0, 200, 255), 1)  # fmt: skip
+        folder = Path(self.request.draw)
+        folder.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(folder / (Path(row["path"]).stem + ".jpg")), canvas)
+
+
+def predict_folder(request: PredictRequest) -> dict[str, Any]:
+    """Run ``request`` on the connected Ray cluster; writes ``request.out`` and returns
+    ``{"images": n, "detections": n, "failed": [(path, error), ...]}``."""
+    if request.format not in ("parquet", "json"):
+        raise ValueError(f"format {request.format!r}: use parquet or json")
+    # Load once here: a bad model URI fails now, with its message, not inside an actor.
+    Detector(dataclasses.replace(request, draw=None, use_gpu=False))
+    files = ray.data.read_binary_files(request.images, include_paths=True, file_extensions=IMAGE_EXTENSIONS)
+    results = files.map_batches(
+        Detector, fn_constructor_kwargs={"request": request}, batch_size=request.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=request.workers), num_gpus=1 if request.use_gpu else 0,
+        batch_format="numpy",
+    ).materialize()  # fmt: skip
+    if request.format == "parquet":
+        results.write_parquet(request.out)
+    else:
+        results.write_json(request.out)
+    summary = results.map_batches(
+        lambda b: {"n": [len(s) for s in b["scores"]], "error": list(b["error"]), "path": list(b["path"])},
+        batch_format="numpy",
+    ).take_all()  # fmt: skip
+    failed = [(r["path"], r["error"]) for r in summary if r["error"]]
+    return {"images": len(summary), "detections": int(sum(r["n"] for r in summary)), "failed": failed}

@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+
+from jobs.predict import main
+from pipeline.config import EvalConfig, load_config
+from pipeline.engine import predict
+from pipeline.model_store import save_model
+from pipeline.predict import decode_file
+from ssd_core.data.shapes import write_shapes
+from tests.ssd_core.test_export import varied_model
+
+
+def assert_same_detections(boxes, scores, labels, want) -> None:
+    """Equal as sets, one to one within tolerance: equal scores (uniform background) may
+    come out in another order, and a batch of 4 and a batch of 10 round differently."""
+    boxes, scores, labels = np.reshape(boxes, (-1, 4)), np.asarray(scores), np.asarray(labels)
+    w_boxes, w_scores, w_labels = want["boxes"].numpy(), want["scores"].numpy(), want["labels"].numpy()
+    assert len(scores) == len(w_scores)
+    free = np.ones(len(w_scores), bool)
+    for b, sc, lab in zip(boxes, scores, labels):
+        ok = free & (w_labels == lab) & (np.abs(w_scores - sc) < 1e-4) & (np.abs(w_boxes - b).max(1) < 1e-2)
+        assert ok.any(), f"no in-process twin for {lab} {sc} {b}"
+        free[np.flatnonzero(ok)[0]] = False
+
+
+@pytest.fixture
+def folder(tmp_path):
+    write_shapes(tmp_path / "shapes", "val", 10, seed=3, image_size=96)
+    images = tmp_path / "shapes" / "val"
+    (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    (images / "notes.txt").write_text("not an image: ignored by extension")
+    model = varied_model()
+    save_model(tmp_path / "model", None, model, load_config(None, []), ("a", "b", "c"))
+    return images, tmp_path / "model", model
+
+
+def test_predict_writes_what_an_in_process_call_gives(folder, tmp_path, capsys, ray_cluster):
+    images, model_dir, model = folder
+    out, drawn = tmp_path / "pred", tmp_path / "drawn"
+    args = ["--model", str(model_dir), "--images", str(images), "--out", str(out), "--format", "json",
+            "--draw", str(drawn), "--batch-size", "4"]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "11 images" in captured.out
+    assert "broken.jpg: cannot decode" in captured.err and "1 image(s) could not be read" in captured.err
+
+    rows = [json.loads(line) for f in sorted(out.glob("*.json*")) for line in f.read_text().splitlines()]
+    by_path = {r["path"].split("/")[-1]: r for r in rows}
+    assert len(by_path) == 11 and by_path["broken.jpg"]["error"] and not by_path["broken.jpg"]["boxes"]
+    good = sorted(p for p in images.glob("*.jpg") if p.name != "broken.jpg")
+    expected = predict(model, [decode_file(p.read_bytes()) for p in good], EvalConfig())
+    for path, want in zip(good, expected):
+        row = by_path[path.name]
+        assert row["error"] is None and (row["width"], row["height"]) == (96, 96)
+        assert_same_detections(row["boxes"], row["scores"], row["labels"], want)
+        assert row["classes"] == [("a", "b", "c")[k - 1] for k in row["labels"]]
+    assert len(list(drawn.glob("*.jpg"))) == 10
+
+
+def test_parquet_output_and_bad_input(folder, tmp_path, capsys, ray_cluster):
+    import pyarrow.parquet as pq
+
+    images, model_dir, _ = folder
+    assert main(["--model", str(model_dir), "--images", str(images), "--out", str(tmp_path / "pq")]) == 0
+    table = pq.read_table(tmp_path / "pq")
+    assert table.num_rows == 11 and table.schema.field("boxes").type.value_type.bit_width == 32
+    assert main(["--model", str(tmp_path / "nothing"), "--images", str(images), "--out", str(tmp_path / "x")]) == 2
+    assert "error:" in capsys.readouterr().err
