@@ -134,6 +134,7 @@ class TrackingConfig:
     uri: str = "mlruns/mlflow.db"
     artifacts: str = "mlruns/artifacts"
     model_name: str | None = None  # registered model name; the config's name when None
+    parent_run_id: str | None = None  # set by a sweep: each trial's run is a child of the sweep's run
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,10 +142,13 @@ def check_resources(cfg: ExperimentConfig, log: Callable[[str], None]) -> None:
         log(f"warning: {message}")
 
 
-def train_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print_now) -> ray.train.Result:
+def train_on_ray(
+    cfg: ExperimentConfig, log: Callable[[str], None] = print_now, callbacks: Sequence[Any] = ()
+) -> ray.train.Result:
     """Fit the config on the Ray cluster this process is connected to (``ray.init()``
     first); returns Ray Train's result (``metrics`` of rank 0's last report, with
-    ``val/mAP``, ``mlflow_run_id`` and ``model_uri``; ``checkpoint``; ``best_checkpoints``)."""
+    ``val/mAP``, ``mlflow_run_id`` and ``model_uri``; ``checkpoint``; ``best_checkpoints``).
+    ``callbacks``: Ray Train callbacks (a sweep passes Tune's report callback)."""
     class_names = prepare_data(cfg, log)
     num_train, num_val = check_shards(cfg.data.shards, "train"), check_shards(cfg.data.shards, "val")
     log(f"data: {num_train} train / {num_val} val images at {cfg.data.shards}, classes {', '.join(class_names)}")
@@ -177,6 +180,7 @@ def train_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print_now) 
                 num_to_keep=cfg.train.keep_checkpoints, checkpoint_score_attribute="val/mAP",
                 checkpoint_score_order="max",
             ),  # fmt: skip
+            callbacks=list(callbacks),
         ),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),

@@ -95,7 +95,11 @@ class Tracker:
             if run_id is not None:
                 self._client.update_run(run_id, status="RUNNING")
                 return run_id
-            run = self._client.create_run(experiment_id, run_name=config.name, tags={"source": "ssd-ray"})
+            tags = {"source": "ssd-ray"}
+            if self.cfg.parent_run_id:
+                tags["mlflow.parentRunId"] = self.cfg.parent_run_id  # shown nested under the sweep's run
+            run_name = config.train.run_name or config.name
+            run = self._client.create_run(experiment_id, run_name=run_name, tags=tags)
             params = flatten(to_dict(config))
             from mlflow.entities import Param
 
