@@ -14,3 +14,11 @@ def ray_cluster():
     yield
     if started:
         ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def no_ambient_tracking_uri(monkeypatch):
+    """Jobs honour MLFLOW_TRACKING_URI, and mlflow.set_tracking_uri() exports it: without
+    this, one test's store leaks into the next test's job."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "unset")  # records the original, restored afterwards
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
