@@ -59,7 +59,10 @@ class DataConfig:
     workers: int = 1
     cpus_per_worker: float = 1.0
     map_batch_size: int = 64  # images per map_batches call (encoding is vectorised per batch)
-    shuffle_buffer: int = 2048  # rows in each train worker's local shuffle buffer
+    # Rows in each train worker's local shuffle buffer, on top of a fresh shard order every
+    # epoch. An epoch's first batch waits for the buffer to fill: 2,048 rows cost ~1.5 s
+    # an epoch on 2 cores (measured), 512 ~0.5 s.
+    shuffle_buffer: int = 512
     # No batch for this long means the pipeline is starved or stuck: fail with the
     # cluster's resources named instead of waiting forever.
     stall_timeout_s: float = 600.0

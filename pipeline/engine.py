@@ -31,6 +31,13 @@ class EpochStats:
     images: int
     seconds: float
     lr: float
+    data_wait_s: float = 0.0  # of ``seconds``, spent waiting for the next batch
+
+    @property
+    def data_wait_fraction(self) -> float:
+        """How much of the epoch the model waited for data: near 0 when the input
+        pipeline keeps up, large when it starves training."""
+        return self.data_wait_s / max(self.seconds, 1e-9)
 
     @property
     def images_per_s(self) -> float:
@@ -63,8 +70,15 @@ def train_one_epoch(
     net, device = unwrap(model), torch.device(device)
     amp = scaler is not None and scaler.is_enabled()
     totals = torch.zeros(3, dtype=torch.float64)
-    images, steps, start = 0, 0, time.perf_counter()
-    for images_u8, loc_targets, labels in batches:
+    images, steps, start, waited = 0, 0, time.perf_counter(), 0.0
+    iterator = iter(batches)
+    while True:
+        asked = time.perf_counter()
+        batch = next(iterator, None)
+        waited += time.perf_counter() - asked
+        if batch is None:
+            break
+        images_u8, loc_targets, labels = batch
         x = normalise(images_u8.to(device, non_blocking=True), net, train_cfg.channels_last)
         loc_targets, labels = loc_targets.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
@@ -100,6 +114,7 @@ def train_one_epoch(
         images=images,
         seconds=time.perf_counter() - start,
         lr=optimizer.param_groups[0]["lr"],
+        data_wait_s=waited,
     )
 
 

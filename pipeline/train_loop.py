@@ -115,7 +115,8 @@ def validate(
 
 
 def _epoch_metrics(per_rank: list[EpochStats]) -> dict[str, float]:
-    """Losses averaged over ranks; images/s of the whole group (the slowest rank's time)."""
+    """Losses averaged over ranks; images/s of the whole group (the slowest rank's time);
+    the largest fraction of its epoch any rank spent waiting for data."""
     n = len(per_rank)
     images, seconds = sum(s.images for s in per_rank), max(s.seconds for s in per_rank)
     return {
@@ -124,6 +125,7 @@ def _epoch_metrics(per_rank: list[EpochStats]) -> dict[str, float]:
         "loss_cls": sum(s.loss_cls for s in per_rank) / n,
         "lr": per_rank[0].lr,
         "images_per_s": images / max(seconds, 1e-9),
+        "data_wait": max(s.data_wait_fraction for s in per_rank),
     }
 
 
@@ -195,7 +197,7 @@ def run_training(
         eta = elapsed / (epoch - first_epoch + 1) * (cfg.train.epochs - epoch)
         say(f"epoch {epoch:3d}/{cfg.train.epochs}  loss {metrics['loss']:.3f} (loc {metrics['loss_loc']:.3f}, "
             f"cls {metrics['loss_cls']:.3f})  lr {metrics['lr']:.4f}  {metrics['images_per_s']:.0f} img/s  "
-            f"ETA {eta:.0f}s")  # fmt: skip
+            f"data wait {100 * metrics['data_wait']:.0f}%  ETA {eta:.0f}s")  # fmt: skip
         if tracker is not None:
             tracker.log_metrics({k: v for k, v in metrics.items() if k != "epoch"}, step=epoch)
 
