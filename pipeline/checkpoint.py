@@ -27,7 +27,7 @@ def save_checkpoint(
     epoch: int,
     config: dict[str, Any],
     run_id: str | None = None,
-    metrics: dict[str, float] | None = None,
+    metrics: dict[str, float | str] | None = None,
     class_names: tuple[str, ...] = (),
     scaler: torch.amp.GradScaler | None = None,
 ) -> Path:

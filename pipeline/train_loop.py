@@ -165,15 +165,22 @@ def run_training(
     scheduler = build_scheduler(optimizer, cfg.train, cfg.train.epochs * iters_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.train.amp and session.device.type == "cuda")
 
-    first_epoch, run_id = 1, None
+    first_epoch, run_id, done = 1, None, {}
     with session.restored() as found:
         if found is not None:
             meta = load_checkpoint(found, net, optimizer, scheduler, scaler)
             first_epoch, run_id = meta["epoch"] + 1, meta["mlflow_run_id"]
+            done = {"epoch": meta["epoch"], **meta["metrics"]}
             say(f"resumed from checkpoint {found.name} (epoch {meta['epoch']} done)")
         elif cfg.model.backbone_weights:
             load_vgg16_imagenet(net, cfg.model.backbone_weights)
             say(f"backbone initialised from {cfg.model.backbone_weights}")
+    if first_epoch > cfg.train.epochs:
+        # Finished before (a sweep or job restarted after its last checkpoint): report the
+        # final metrics again, model URI included, rather than nothing.
+        say(f"run already finished at epoch {first_epoch - 1}: reporting its final metrics")
+        session.report(done, None)
+        return done, net
     model = session.wrap(net)
     say(f"model: {cfg.model.name}, {sum(p.numel() for p in net.parameters()):,} parameters, "
         f"{net.priors.shape[0]} priors, input {net.image_size}px; {world} worker(s) on {session.device.type}, "
@@ -209,14 +216,14 @@ def run_training(
                 say(f"epoch {epoch:3d}: val VOC07 mAP@0.5 {metrics['val/mAP']:.3f} on {val['images'] if val else '?'} "
                     "images")  # fmt: skip
                 if rank == 0:
-                    checkpoint_dir = save_checkpoint(
-                        tmp, net, optimizer, scheduler, epoch, to_dict(cfg), tracker.run_id,
-                        {k: v for k, v in metrics.items() if isinstance(v, float)}, class_names, scaler,
-                    )  # fmt: skip
-                    if final:
+                    if final:  # the model registered first: its URI goes into the checkpoint
                         metrics.update(record_results(tracker, net, cfg, class_names, val, samples, epoch, say))
                     else:
                         tracker.log_metrics(_val_scores(val, class_names), step=epoch)
+                    checkpoint_dir = save_checkpoint(
+                        tmp, net, optimizer, scheduler, epoch, to_dict(cfg), tracker.run_id,
+                        {k: v for k, v in metrics.items() if isinstance(v, (float, str))}, class_names, scaler,
+                    )  # fmt: skip
             session.report(metrics, checkpoint_dir)
         last = metrics
         if stopping and epoch < cfg.train.epochs:

@@ -35,6 +35,19 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert [m.step for m in client.get_metric_history(second["mlflow_run_id"], "loss")] == [1, 2, 3, 4]
 
+    # Started again once finished (a restored sweep does this): no more training, and the
+    # final metrics, model URI included, are reported again rather than nothing.
+    lines = []
+    third = train_locally(config(tmp_path, "resumed"), log=lines.append)
+    assert any("already finished at epoch 4" in line for line in lines)
+    assert len(third["reports"]) == 1
+    assert {k: third["reports"][0][k] for k in ("epoch", "val/mAP", "model_uri", "mlflow_run_id")} == {
+        "epoch": 4, "val/mAP": second["val/mAP"], "model_uri": second["model_uri"],
+        "mlflow_run_id": second["mlflow_run_id"],
+    }  # fmt: skip
+    assert [m.step for m in client.get_metric_history(second["mlflow_run_id"], "loss")] == [1, 2, 3, 4]
+    assert client.get_run(second["mlflow_run_id"]).info.status == "FINISHED"
+
 
 def test_checkpoints_are_complete_and_pruned(tmp_path):
     train_locally(config(tmp_path, "pruned", "train.keep_checkpoints=1", "tracking.enabled=false"), log=lambda s: None)
