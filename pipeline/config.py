@@ -7,6 +7,7 @@ errors that name the key, so a typo in a YAML file or an override never passes s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -179,6 +180,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return tuple(_coerce(v, args[0], where) for v in value)
     # bool is an int subclass: `true` must not pass where a number is expected.
     if hint is float:
+        if isinstance(value, str):
+            # YAML 1.1 (PyYAML) reads exponents without a dot (`lr: 1e-3`) as strings.
+            with contextlib.suppress(ValueError):
+                return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"config key {where}: expected a number, got {value!r}")
         return float(value)

@@ -20,6 +20,16 @@ def test_yaml_then_overrides(tmp_path):
     assert cfg.loss == ExperimentConfig().loss
 
 
+def test_exponents_without_a_dot_are_numbers(tmp_path):
+    # PyYAML reads `1e-3` as a string (YAML 1.1 wants `1.0e-3`); users write it anyway.
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\n")
+    cfg = load_config(path, ["loss.alpha=2e0"])
+    assert (cfg.train.lr, cfg.train.weight_decay, cfg.loss.alpha) == (0.001, 0.0005, 2.0)
+    with pytest.raises(ValueError, match="train.lr: expected a number"):
+        load_config(None, ["train.lr=fast"])
+
+
 def test_unknown_keys_and_bad_values_are_named(tmp_path):
     with pytest.raises(ValueError, match="train.lrr"):
         load_config(None, ["train.lrr=1"])
