@@ -28,6 +28,7 @@ from pipeline.config import ExperimentConfig, apply_overrides, from_dict, load_c
 from pipeline.local_train import prepare_data, print_now
 
 STATE = "sweep_state.json"
+KINDS = ("uniform", "loguniform", "choice", "randint", "grid")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ class SweepConfig:
     """A sweep: the experiment it starts from, the space, the budget, the scheduler.
 
     ``space`` maps dotted config keys to one distribution each: ``{uniform: [a, b]}``,
-    ``{loguniform: [a, b]}``, ``{choice: [...]}`` or ``{randint: [a, b]}``.
+    ``{loguniform: [a, b]}``, ``{choice: [...]}``, ``{randint: [a, b]}``, or ``{grid:
+    [...]}`` (every value, in order, ``num_samples`` times over; random search only).
     """
 
     name: str
@@ -46,7 +48,7 @@ class SweepConfig:
     mode: str = "max"
     num_samples: int = 8
     max_concurrent_trials: int = 1  # trials at once; each one also needs its Train and Data CPUs
-    search: str = "random"  # random | optuna | hyperopt
+    search: str = "random"  # random (seeded) | optuna (pip install -e ".[sweep]")
     grace_period: int = 2  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 2
     alias: str = "champion"
@@ -66,11 +68,27 @@ def load_sweep(path: str | Path, overrides: tuple[str, ...] = ()) -> SweepConfig
     experiment = Path(data["experiment"])
     data["experiment"] = str(experiment if experiment.is_absolute() else (path.parent / experiment).resolve())
     data["overrides"] = tuple(data.get("overrides", ()))
+    data["space"] = _dotted(data.get("space") or {})
     sweep = SweepConfig(**data)
+    if sweep.search not in ("random", "optuna"):
+        raise ValueError(f"{path}: search must be random or optuna, got {sweep.search!r}")
     for key, spec in sweep.space.items():
-        if len(spec) != 1 or next(iter(spec)) not in ("uniform", "loguniform", "choice", "randint"):
-            raise ValueError(f"{path}: space.{key} must be one of uniform, loguniform, choice, randint: {spec}")
+        if len(spec) != 1 or next(iter(spec)) not in KINDS:
+            raise ValueError(f"{path}: space.{key} must be one of {', '.join(KINDS)}: {spec}")
+        if next(iter(spec)) == "grid" and sweep.search != "random":
+            raise ValueError(f"{path}: space.{key} is a grid, which only search: random takes")
     return sweep
+
+
+def _dotted(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``--set space.loss.alpha=...`` nests the dotted config key: flatten it back."""
+    out: dict[str, Any] = {}
+    for key, spec in space.items():
+        if isinstance(spec, Mapping) and spec and all(isinstance(v, Mapping) for v in spec.values()):
+            out.update(_dotted(spec, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = spec
+    return out
 
 
 def search_space(space: Mapping[str, Mapping[str, list]]) -> dict[str, Any]:
@@ -80,7 +98,10 @@ def search_space(space: Mapping[str, Mapping[str, list]]) -> dict[str, Any]:
     out = {}
     for key, spec in space.items():
         kind, args = next(iter(spec.items()))
-        out[key] = tune.choice(list(args)) if kind == "choice" else make[kind](*args)
+        if kind in ("choice", "grid"):
+            out[key] = tune.choice(list(args)) if kind == "choice" else tune.grid_search(list(args))
+        else:
+            out[key] = make[kind](*args)
     return out
 
 
@@ -88,7 +109,8 @@ def trial_config(base: dict, params: Mapping[str, Any], trial_id: str, parent_ru
     """The experiment a trial trains: the base with the trial's values; validation every
     epoch (Tune needs the metric in every report), its own run name, a child MLflow run."""
     overrides = [f"{k}={json.dumps(v)}" for k, v in params.items()]
-    overrides += [f"train.run_name={trial_id}", "train.checkpoint_every=1", "train.resume=true"]
+    # Quoted: YAML reads an id like 10845_00000 as the integer 1084500000.
+    overrides += [f"train.run_name={json.dumps(trial_id)}", "train.checkpoint_every=1", "train.resume=true"]
     cfg = from_dict(apply_overrides(base, overrides))
     return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, parent_run_id=parent_run_id))
 
@@ -129,23 +151,25 @@ def build_tuner(sweep: SweepConfig, cfg: ExperimentConfig, parent_run_id: str | 
         return tune.Tuner.restore(f"{storage}/{sweep.name}", trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)  # fmt: skip
     space = {**search_space(sweep.space), "__sweep__": {"base": to_dict(cfg), "parent_run_id": parent_run_id}}
-    search_alg = None
-    if sweep.search == "optuna":
+    if sweep.search == "random":
+        from ray.tune.search import BasicVariantGenerator
+
+        # The same trials for the same seed. Tune ignores max_concurrent_trials when given
+        # a generator, so the generator bounds them itself.
+        search_alg = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
+    elif sweep.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
         search_alg = OptunaSearch(seed=sweep.seed)
-    elif sweep.search == "hyperopt":
-        from ray.tune.search.hyperopt import HyperOptSearch
-
-        search_alg = HyperOptSearch(random_state_seed=sweep.seed)
-    elif sweep.search != "random":
-        raise ValueError(f"search {sweep.search!r}: random, optuna or hyperopt")
+    else:
+        raise ValueError(f"search {sweep.search!r}: random or optuna")
     scheduler = ASHAScheduler(time_attr="epoch", max_t=cfg.train.epochs, grace_period=sweep.grace_period,
                               reduction_factor=sweep.reduction_factor)  # fmt: skip
+    limit = None if sweep.search == "random" else sweep.max_concurrent_trials  # the generator has it
     return tune.Tuner(
         trainable, param_space=space,
         tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
-                                    max_concurrent_trials=sweep.max_concurrent_trials, scheduler=scheduler,
+                                    max_concurrent_trials=limit, scheduler=scheduler,
                                     search_alg=search_alg),  # fmt: skip
         run_config=tune.RunConfig(name=sweep.name, storage_path=storage),
     )  # fmt: skip

@@ -12,18 +12,18 @@ import yaml
 from mlflow import MlflowClient
 
 from jobs.sweep import main
-from pipeline.sweep import load_sweep
+from pipeline.sweep import load_sweep, run_sweep
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_sweep(tmp_path: Path, name: str, samples: int) -> Path:
+def write_sweep(tmp_path: Path, name: str, samples: int, epochs: int = 2, **keys) -> Path:
     experiment = {
         "name": "sweep-exp",
         "data": {"root": str(tmp_path / "shapes"), "shards": str(tmp_path / "shards"), "augment": "flip",
                  "num_train": 64, "num_val": 12, "shapes_image_size": 64, "map_batch_size": 16},
-        "train": {"epochs": 2, "batch_size": 16, "warmup_iters": 2, "num_threads": 1,
+        "train": {"epochs": epochs, "batch_size": 16, "warmup_iters": 2, "num_threads": 1,
                   "checkpoint_dir": str(tmp_path / "runs")},
         "eval": {"sample_images": 2},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": str(tmp_path / "artifacts"),
@@ -33,6 +33,7 @@ def write_sweep(tmp_path: Path, name: str, samples: int) -> Path:
     sweep = {
         "name": name, "experiment": "experiment.yaml", "num_samples": samples, "max_concurrent_trials": 1,
         "grace_period": 2, "space": {"loss.alpha": {"uniform": [0.5, 2.0]}, "train.lr": {"choice": [0.02, 0.05]}},
+        **keys,
     }  # fmt: skip
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(sweep))
@@ -46,7 +47,7 @@ def children(tmp_path: Path, parent: str) -> list:
 
 
 def test_two_trial_sweep_tracks_children_and_crowns_the_best(tmp_path, capsys):
-    path = write_sweep(tmp_path, "two", samples=2)
+    path = write_sweep(tmp_path, "two", samples=2, search="optuna")  # random search: the tests below
     assert main(["--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "champion: trial" in out and "models:/sweep-model@champion" in out
@@ -101,12 +102,42 @@ def test_interrupted_sweep_resumes_without_repeating_finished_trials(tmp_path):
         assert len(steps) == len(set(steps)), f"{kid.info.run_name} repeated epochs {steps}"
 
 
+def test_asha_stops_a_bad_trial_early_and_its_workers_are_released(tmp_path):
+    import ray
+    from ray.util.state import list_placement_groups
+
+    # A grid runs in order: a learning trial, then one that cannot learn (lr ~ 0). At the
+    # first rung (epoch 1) ASHA compares the second's loss with the first's and stops it.
+    path = write_sweep(
+        tmp_path, "asha", samples=1, epochs=3, metric="loss", mode="min", grace_period=1, reduction_factor=2,
+        space={"train.lr": {"grid": [0.05, 1e-9]}},
+    )  # fmt: skip
+    result = run_sweep(load_sweep(path), base=tmp_path, log=lambda line: None)
+    epochs = {r["params"]["train.lr"]: r["epochs"] for r in result["rows"]}
+    assert epochs == {0.05: 3, 1e-9: 1}, result["rows"]
+    assert result["champion"]["params"] == {"train.lr": 0.05}
+
+    # The stopped trial's Train workers gave their CPUs back (Ray Train's placement group is
+    # removed): nothing is left reserved once the sweep is over.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        alive = list_placement_groups(filters=[("state", "=", "CREATED")])
+        if not alive and ray.available_resources().get("CPU") == ray.cluster_resources()["CPU"]:
+            break
+        time.sleep(1)
+    assert not alive, alive
+    assert ray.available_resources().get("CPU") == ray.cluster_resources()["CPU"]
+
+
 def test_sweep_config_errors(tmp_path):
     path = write_sweep(tmp_path, "bad", samples=1)
     with pytest.raises(ValueError, match="unknown sweep key num_sample"):
         load_sweep(path, ("num_sample=3",))
-    with pytest.raises(ValueError, match="space.loss must be"):
+    with pytest.raises(ValueError, match="space.loss.alpha must be"):
         load_sweep(path, ("space.loss.alpha={gauss: [1, 2]}",))
+    assert load_sweep(path, ("space.loss.alpha={grid: [1, 2]}",)).space["loss.alpha"] == {"grid": [1, 2]}
+    with pytest.raises(ValueError, match="only search: random"):
+        load_sweep(path, ("space.loss.alpha={grid: [1, 2]}", "search=optuna"))
 
 
 def test_shipped_sweep_config_gives_valid_trial_configs():
@@ -120,3 +151,5 @@ def test_shipped_sweep_config_gives_valid_trial_configs():
     cfg = trial_config(base, values, "t1", parent_run_id="p")
     assert (cfg.loss.alpha, cfg.model.s_min, cfg.train.run_name, cfg.tracking.parent_run_id) == (1.5, 0.15, "t1", "p")
     assert cfg.train.checkpoint_every == 1 and cfg.data.num_train == 2000
+    assert trial_config(base, values, "10845_00000", None).train.run_name == "10845_00000"  # not an int
+    assert trial_config(base, {"train.lr": 1e-9}, "t2", None).train.lr == 1e-9  # json writes 1e-09
