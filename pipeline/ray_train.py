@@ -128,13 +128,15 @@ def check_resources(cfg: ExperimentConfig, log: Callable[[str], None]) -> None:
     """Say so up front when the train workers leave the Ray Data workers no CPU (the
     pipeline would otherwise wait for one until ``data.stall_timeout_s``)."""
     total = ray.cluster_resources().get("CPU", 0.0)
+    free = ray.available_resources().get("CPU", 0.0)  # less in a sweep: other trials, this trial's driver
     train = cfg.train.num_workers * cfg.train.cpus_per_worker
     data = cfg.data.workers * cfg.data.cpus_per_worker
-    if train + data > total + 1e-9:
+    if train + data > free + 1e-9:
         message = (
             f"the train workers reserve {train:g} CPUs (train.num_workers={cfg.train.num_workers} x "
             f"train.cpus_per_worker={cfg.train.cpus_per_worker:g}) and Ray Data wants {data:g} "
-            f"(data.workers x data.cpus_per_worker) but the cluster has {total:g}: lower train.cpus_per_worker "
+            f"(data.workers x data.cpus_per_worker) but the cluster has {total:g} ({free:g} free now): "
+            f"lower train.cpus_per_worker "
             f"(a fraction is fine) or data.workers, or add nodes; an autoscaler may add them, otherwise "
             f"the data pipeline stalls and fails after data.stall_timeout_s={cfg.data.stall_timeout_s:g}s"
         )

@@ -28,6 +28,7 @@ from pipeline.config import ExperimentConfig, apply_overrides, from_dict, load_c
 from pipeline.local_train import prepare_data, print_now
 
 STATE = "sweep_state.json"
+TRIAL_CPU = 0.01  # what each trial's driver (the Tune function) reserves
 KINDS = ("uniform", "loguniform", "choice", "randint", "grid")
 
 
@@ -112,6 +113,12 @@ def trial_config(base: dict, params: Mapping[str, Any], trial_id: str, parent_ru
     # Quoted: YAML reads an id like 10845_00000 as the integer 1084500000.
     overrides += [f"train.run_name={json.dumps(trial_id)}", "train.checkpoint_every=1", "train.resume=true"]
     cfg = from_dict(apply_overrides(base, overrides))
+    # The trial's driver holds TRIAL_CPU: its train workers take that much less, so a trial
+    # reserves what the experiment says and no more (on 2 cores, 0.01 more left Ray Data
+    # no CPU and the first trial waited for data.stall_timeout_s).
+    t = cfg.train
+    cpus = max(t.cpus_per_worker - TRIAL_CPU / t.num_workers, TRIAL_CPU)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(t, cpus_per_worker=round(cpus, 6)))
     return dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, parent_run_id=parent_run_id))
 
 
@@ -145,7 +152,7 @@ def build_tuner(sweep: SweepConfig, cfg: ExperimentConfig, parent_run_id: str | 
 
     # A trial only drives its TorchTrainer, which reserves its own CPUs; a whole CPU per
     # driver would leave a 2-core machine none to train with (Tune refuses zero).
-    trainable = tune.with_resources(run_trial, {"CPU": 0.01})
+    trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPU})
     storage = str(Path(cfg.train.checkpoint_dir) / "sweeps")
     if restore:
         return tune.Tuner.restore(f"{storage}/{sweep.name}", trainable=trainable, resume_unfinished=True,

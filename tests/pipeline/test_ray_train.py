@@ -155,3 +155,17 @@ def test_image_index_is_stable():
 
     assert image_index("000005") == image_index("000005") != image_index("000007")
     assert np.iinfo(np.uint32).max >= image_index("x") >= 0
+
+
+def test_resource_check_names_what_does_not_fit():
+    from pipeline.ray_train import check_resources
+
+    free = ray.available_resources()["CPU"]
+    lines = []
+    fits = load_config(None, ["train.cpus_per_worker=1", "data.workers=1", "data.cpus_per_worker=1"])
+    check_resources(fits, lines.append)
+    assert lines == []
+    too_many = load_config(None, [f"train.cpus_per_worker={free}", "data.workers=1", "data.cpus_per_worker=0.5"])
+    with pytest.warns(UserWarning, match="free now"):
+        check_resources(too_many, lines.append)
+    assert len(lines) == 1 and "data.stall_timeout_s" in lines[0]

@@ -152,4 +152,6 @@ def test_shipped_sweep_config_gives_valid_trial_configs():
     assert (cfg.loss.alpha, cfg.model.s_min, cfg.train.run_name, cfg.tracking.parent_run_id) == (1.5, 0.15, "t1", "p")
     assert cfg.train.checkpoint_every == 1 and cfg.data.num_train == 2000
     assert trial_config(base, values, "10845_00000", None).train.run_name == "10845_00000"  # not an int
+    # The trial's driver (0.01 CPU) plus its train workers reserve what the experiment says.
+    assert cfg.train.cpus_per_worker == 0.99 and base["train"]["cpus_per_worker"] == 1.0
     assert trial_config(base, {"train.lr": 1e-9}, "t2", None).train.lr == 1e-9  # json writes 1e-09
