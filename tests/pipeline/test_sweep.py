@@ -150,7 +150,7 @@ def test_shipped_sweep_config_gives_valid_trial_configs():
     assert set(values) == set(sweep.space)
     cfg = trial_config(base, values, "t1", parent_run_id="p")
     assert (cfg.loss.alpha, cfg.model.s_min, cfg.train.run_name, cfg.tracking.parent_run_id) == (1.5, 0.15, "t1", "p")
-    assert cfg.train.checkpoint_every == 1 and cfg.data.num_train == 2000
+    assert cfg.train.checkpoint_every == 1 and cfg.data.num_train == 2000 and cfg.data.root == "data/shapes-2k"
     assert trial_config(base, values, "10845_00000", None).train.run_name == "10845_00000"  # not an int
     # The trial's driver (0.01 CPU) plus its train workers reserve what the experiment says.
     assert cfg.train.cpus_per_worker == 0.99 and base["train"]["cpus_per_worker"] == 1.0
