@@ -56,10 +56,10 @@ class DataConfig:
     seed: int = 0
     shapes_image_size: int = 128
     shapes_max_objects: int = 6
-    # Ray Data: the CPU workers that decode, augment and encode (one actor each).
+    # Ray Data: how many tasks decode, augment and encode at once, and the CPUs each takes.
     workers: int = 1
     cpus_per_worker: float = 1.0
-    map_batch_size: int = 64  # images per map_batches call (encoding is vectorised per batch)
+    map_batch_size: int = 64  # images per transform call (encoding is vectorised per batch)
     # Rows in each train worker's local shuffle buffer, on top of a fresh shard order every
     # epoch. An epoch's first batch waits for the buffer to fill: 2,048 rows cost ~1.5 s
     # an epoch on 2 cores (measured), 512 ~0.5 s.

@@ -109,9 +109,16 @@ def _transform(kind: type, config_json: str, class_names: tuple[str, ...]) -> An
     return kind(json.loads(config_json), class_names)
 
 
-def _train_batch(batch: dict[str, np.ndarray], config_json: str, class_names: tuple[str, ...], clock: Any) -> dict:
+def _train_batches(batch: dict[str, np.ndarray], config_json: str, class_names: tuple[str, ...], clock: Any,
+                   chunk: int) -> Iterator[dict]:  # fmt: skip
+    """A whole read block in, training samples out ``chunk`` images at a time: the map
+    takes whole blocks so that Ray fuses it with the read (one task per shard, read and
+    transformed where it runs), and it yields so that its output still streams out in
+    blocks while the rest of the shard is worked on."""
+    transform = _transform(TrainTransform, config_json, class_names)
     epoch = ray.get(clock.get.remote())
-    return _transform(TrainTransform, config_json, class_names)(batch, epoch)
+    for start in range(0, len(batch["image_id"]), chunk):
+        yield transform({k: v[start : start + chunk] for k, v in batch.items()}, epoch)
 
 
 def _val_batch(batch: dict[str, np.ndarray], config_json: str, class_names: tuple[str, ...]) -> dict:
@@ -140,28 +147,38 @@ def _read_settings(**fields: Any) -> Iterator[None]:
 
 def _read(cfg: ExperimentConfig, split: str, shuffle_files: bool = False) -> ray.data.Dataset:
     paths = shard_paths(cfg.data.shards, split)
+    shuffle = FileShuffleConfig(seed=cfg.train.seed, reseed_after_execution=True) if shuffle_files else None
+    # One read task per shard, fused with the map (a task reads its shard and transforms it
+    # where it runs): shards hold equal image counts, so the tasks are equal and an epoch's
+    # tail (workers idle while the last tasks run) is at most one shard's work. Grouping
+    # shards unevenly cost a quarter (6 shards in 4 tasks of 2,2,1,1 shards: one worker
+    # busy twice as long). With fewer than two shards per worker, Ray splits them into
+    # that many pieces, and each piece is its own map task.
+    blocks = max(len(paths), 2 * cfg.data.workers)
     # Ray 2.60's Parquet reader (DataSourceV2) bin-packs files into 128 MiB read units and
     # ignores override_num_blocks: a set under 128 MiB became one block, one map task, one
     # busy data worker whatever data.workers said (measured: 6 shards -> 1 task). The V1
-    # reader honours the block count. Two blocks per data worker: every worker is busy, and
-    # few tasks, because Ray Data notices a finished task only at its next 0.1 s poll
-    # (measured on 2 workers: 2,440 img/s with 2 blocks each, 2,250 with 6).
-    # Map outputs go out in ~16 MiB blocks (~190 light-model samples), not 128 MiB: a
-    # train worker gets an epoch's first batch after one such block, not after a whole task.
+    # reader honours the block count.
+    # Blocks of 16 MiB, not 128: a train worker gets an epoch's first batch after one
+    # output block (~190 light-model samples), not after a whole task.
     # Local paths must be visible to every node: on a cluster, use a bucket.
-    shuffle = FileShuffleConfig(seed=cfg.train.seed, reseed_after_execution=True) if shuffle_files else None
     with _read_settings(use_datasource_v2=False, target_max_block_size=16 * 2**20):
-        return ray.data.read_parquet(paths, override_num_blocks=2 * cfg.data.workers,
-                                     shuffle=shuffle)  # fmt: skip
+        # The read asks for what the map asks for (concurrency, CPUs), so that Ray fuses
+        # them; a split read is not fused, and it runs one task per shard.
+        return ray.data.read_parquet(
+            paths, override_num_blocks=blocks, shuffle=shuffle,
+            concurrency=min(cfg.data.workers, len(paths)), num_cpus=cfg.data.cpus_per_worker,
+        )  # fmt: skip
 
 
 def train_dataset(cfg: ExperimentConfig, class_names: Sequence[str], clock: Any) -> ray.data.Dataset:
     """The training stream; ``clock`` is an :class:`EpochClock` handle."""
     d = cfg.data
     return _read(cfg, "train", shuffle_files=True).map_batches(
-        _train_batch,
-        fn_kwargs={"config_json": json.dumps(to_dict(cfg)), "class_names": tuple(class_names), "clock": clock},
-        batch_size=d.map_batch_size,
+        _train_batches,
+        fn_kwargs={"config_json": json.dumps(to_dict(cfg)), "class_names": tuple(class_names), "clock": clock,
+                   "chunk": d.map_batch_size},
+        batch_size=None,  # whole blocks: see _train_batches
         compute=ray.data.TaskPoolStrategy(size=d.workers),
         num_cpus=d.cpus_per_worker,
         batch_format="numpy",

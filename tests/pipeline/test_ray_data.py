@@ -1,0 +1,46 @@
+"""How Ray Data lays out the training read: tasks per shard, fusion, splitting."""
+
+import pytest
+import ray
+
+from pipeline.config import load_config
+from pipeline.local_train import prepare_data
+from pipeline.ray_data import EpochClock, train_dataset
+from ssd_core.data.shards import read_shards, write_shards
+
+
+def test_one_fused_task_per_shard(tmp_path, ray_cluster):
+    """Each shard is read and transformed by one task (read fused with the map): equal
+    tasks, so both data workers stay busy to the end of the epoch."""
+    cfg = load_config(None, [
+        f"data.root={tmp_path / 'shapes'}", f"data.shards={tmp_path / 'shards'}", "data.num_train=96",
+        "data.num_val=8", "data.shapes_image_size=64", "data.map_batch_size=16", "data.workers=2",
+    ])  # fmt: skip
+    names = prepare_data(cfg, log=lambda line: None)
+    # Six shards of 16 instead of the one prepare_data wrote.
+    records = list(read_shards(cfg.data.shards, "train"))
+    write_shards(records, tmp_path / "six", "train", shard_size=16)
+    write_shards(list(read_shards(cfg.data.shards, "val")), tmp_path / "six", "val", shard_size=16)
+    cfg = load_config(None, [f"data.shards={tmp_path / 'six'}", "data.source=shards", "data.num_train=96",
+                             "data.shapes_image_size=64", "data.map_batch_size=16", "data.workers=2"])  # fmt: skip
+    clock = EpochClock.remote()
+    ray.get(clock.set.remote(1))
+    ds = train_dataset(cfg, names, clock)
+    sizes = [len(b["image"]) for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
+    assert sum(sizes) == 96
+    stats = ds.stats()
+    assert "ReadParquet->MapBatches(_train_batches): 6 tasks executed" in stats, stats
+
+
+@pytest.mark.parametrize("workers", [2, 4])
+def test_fewer_shards_than_two_per_worker_are_split(tmp_path, ray_cluster, workers):
+    cfg = load_config(None, [
+        f"data.root={tmp_path / 'shapes'}", f"data.shards={tmp_path / 'shards'}", "data.num_train=48",
+        "data.num_val=8", "data.shapes_image_size=64", "data.map_batch_size=16", f"data.workers={workers}",
+    ])  # fmt: skip
+    names = prepare_data(cfg, log=lambda line: None)  # one shard
+    clock = EpochClock.remote()
+    ray.get(clock.set.remote(1))
+    ds = train_dataset(cfg, names, clock)
+    assert sum(len(b["image"]) for b in ds.iter_batches(batch_size=None, batch_format="numpy")) == 48
+    assert f"MapBatches(_train_batches): {2 * workers} tasks executed" in ds.stats()
