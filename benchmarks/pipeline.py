@@ -30,6 +30,7 @@ import torch
 from pipeline.config import ExperimentConfig, load_config, to_dict
 from pipeline.local_train import LocalSession, prepare_data
 from pipeline.ray_data import EpochClock, TrainTransform, train_dataset
+from pipeline.ray_runtime import connect
 from pipeline.ray_train import train_on_ray
 from pipeline.train_loop import run_training
 from ssd_core.data.shards import shard_paths
@@ -114,7 +115,7 @@ def main() -> None:
             f"train.checkpoint_dir={base / 'runs'}", "train.epochs=3", "train.checkpoint_every=100",
         ])  # fmt: skip
         names = prepare_data(cfg, log=lambda line: None)
-        ray.init(num_cpus=None, include_dashboard=False, log_to_driver=False)
+        connect(num_cpus=None, include_dashboard=False, log_to_driver=False)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars, context.print_on_execution_start = False, False
         cpus = int(ray.cluster_resources()["CPU"])

@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pipeline.model_store import ModelLoadError
     from pipeline.predict import PredictRequest, predict_folder
+    from pipeline.ray_runtime import connect
 
     def local(p: str | None) -> str | None:
         return p if p is None or "://" in p else str(Path(p).resolve())  # Ray workers run elsewhere
@@ -48,9 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     request = PredictRequest(model=model, images=local(args.images), out=local(args.out), tracking_uri=tracking,
                              format=args.format, draw=local(args.draw), batch_size=args.batch_size,
                              workers=args.workers, use_gpu=args.gpu)  # fmt: skip
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS"))
+    started = connect(os.environ.get("RAY_ADDRESS"))  # False where tests or notebooks have connected
     try:
         summary = predict_folder(request)
     except (ValueError, FileNotFoundError, OSError, ModelLoadError) as err:

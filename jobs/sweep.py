@@ -39,9 +39,9 @@ def main(argv: list[str] | None = None) -> int:
                                                       *sweep.overrides))  # fmt: skip
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS"))
+    from pipeline.ray_runtime import connect
+
+    started = connect(os.environ.get("RAY_ADDRESS"))  # False where tests or notebooks have connected
     try:
         outcome = run_sweep(sweep, Path.cwd(), restore=args.restore)
     except (FileExistsError, FileNotFoundError, ValueError) as err:

@@ -54,11 +54,10 @@ def main(argv: list[str] | None = None) -> int:
           f"(resume with --set train.run_name={cfg.train.run_name})", flush=True)  # fmt: skip
     import ray
 
+    from pipeline.ray_runtime import connect
     from pipeline.ray_train import train_on_ray
 
-    started = not ray.is_initialized()  # tests and notebooks may have connected already
-    if started:
-        ray.init(address=os.environ.get("RAY_ADDRESS"))
+    started = connect(os.environ.get("RAY_ADDRESS"))  # False where tests or notebooks have connected
     try:
         result = train_on_ray(cfg)
     except ray.train.TrainingFailedError as err:

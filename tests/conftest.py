@@ -8,9 +8,9 @@ def ray_cluster():
     only the physical count would wait forever. Stops only a cluster it started."""
     import ray
 
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=8)
+    from pipeline.ray_runtime import connect
+
+    started = connect(address="local", num_cpus=8)
     yield
     if started:
         ray.shutdown()

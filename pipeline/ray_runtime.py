@@ -1,0 +1,73 @@
+"""Starting or joining Ray, the same way for every job, so that every process of a job (the
+driver, Ray Train's workers and controller, Tune's trials, the actor that runs Ray Data's
+executor for a training run) is set up alike.
+
+The one setting made here shortens two waits in Ray Data's streaming executor (Ray 2.60)
+that an epoch pays every time its execution starts, and that on short epochs cost about a
+fifth of the throughput (measured on 2 CPUs, 6,000 light-model samples, 2 data workers:
+2,300 img/s with Ray's timings, 3,100 with these; the DataLoader peer: 3,300):
+
+- The executor's resource limits start at zero and are refreshed once a second
+  (``ResourceManager.GLOBAL_LIMITS_UPDATE_INTERVAL_S``): until the first refresh, only
+  one task runs whatever the concurrency allows, for the first second of every epoch.
+- It looks for finished tasks by waiting up to 0.1 s for *all* running tasks
+  (``WAIT_FOR_TASK_COMPLETION_TIMEOUT_S``), so a worker whose task ends sits idle for up
+  to 0.1 s before it gets the next.
+
+Both are private names; where a Ray release renames them, nothing is changed and the
+pipeline runs at Ray's own timings (a debug line says so).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import ray
+
+log = logging.getLogger(__name__)
+
+SETUP_HOOK = "pipeline.ray_runtime.prepare_process"
+
+# (module, class or None, attribute) -> seconds. 0.05 s for the limits: the autoscaling
+# coordinator's first answer comes within ~0.1 s, and a refresh is one non-blocking actor call. 0.02 s for
+# the completion wait: the executor's loop then costs ~0.1 s of CPU per 2 s epoch (measured).
+DATA_EXECUTOR_TIMINGS: dict[tuple[str, str | None, str], float] = {
+    ("ray.data._internal.execution.resource_manager", "ResourceManager", "GLOBAL_LIMITS_UPDATE_INTERVAL_S"): 0.05,
+    ("ray.data._internal.execution.streaming_executor_state", None, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S"): 0.02,
+}
+
+
+def prepare_process() -> None:
+    """Set the Ray Data executor timings in this process. Ray runs it in every worker
+    process of a job started by :func:`connect` (``worker_process_setup_hook``)."""
+    for (module_name, class_name, attribute), seconds in DATA_EXECUTOR_TIMINGS.items():
+        try:
+            owner: Any = importlib.import_module(module_name)
+            if class_name is not None:
+                owner = getattr(owner, class_name)
+        except (ImportError, AttributeError):
+            owner = None
+        if owner is None or not isinstance(getattr(owner, attribute, None), (int, float)):
+            log.debug("Ray Data has no %s.%s here; its own timing stays", module_name, attribute)
+            continue
+        setattr(owner, attribute, seconds)
+
+
+def runtime_env() -> dict[str, Any]:
+    """The job-level runtime environment: Ray merges it with the one ``ray job submit``
+    gives (``--working-dir``)."""
+    return {"worker_process_setup_hook": SETUP_HOOK}
+
+
+def connect(address: str | None = None, **init_args: Any) -> bool:
+    """Start or join Ray (``address``: None starts a local one, "auto" or ``ray://...``
+    joins) with this project's runtime environment, unless this process is connected
+    already (tests, notebooks: then only this process is prepared). True if this call
+    connected, so the caller knows to ``ray.shutdown()``."""
+    prepare_process()  # the driver runs executors too (evaluation, prediction, benchmarks)
+    if ray.is_initialized():
+        return False
+    ray.init(address=address, runtime_env=runtime_env(), **init_args)
+    return True
