@@ -20,7 +20,7 @@ import argparse
 import dataclasses
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -76,31 +76,34 @@ class InlineFeed:
 TIMED_EPOCHS = (2, 3, 4)
 
 
+def images_per_s(epoch_batches: Callable[[int], Iterable[dict]]) -> float:
+    """Images/s over ``TIMED_EPOCHS``, after an untimed first epoch; ``epoch_batches(e)``
+    sets up epoch ``e`` and returns its batches (dicts with ``image`` [B, ...])."""
+    n, seconds = 0, 0.0
+    for epoch in (1, *TIMED_EPOCHS):
+        batches = epoch_batches(epoch)
+        start, count = time.perf_counter(), 0
+        for batch in batches:
+            count += batch["image"].shape[0]
+        if epoch in TIMED_EPOCHS:
+            n, seconds = n + count, seconds + time.perf_counter() - start
+    return n / seconds
+
+
 def images_per_s_ray_data(cfg: ExperimentConfig, names: tuple[str, ...]) -> float:
     clock = EpochClock.remote()
     ds = train_dataset(cfg, names, clock)
-    n, seconds = 0, 0.0
-    for epoch in (1, *TIMED_EPOCHS):
+
+    def epoch_batches(epoch: int) -> Iterable[dict]:
         ray.get(clock.set.remote(epoch))
-        start, count = time.perf_counter(), 0
-        for batch in ds.iter_torch_batches(batch_size=cfg.train.batch_size):
-            count += batch["image"].shape[0]
-        if epoch in TIMED_EPOCHS:
-            n, seconds = n + count, seconds + time.perf_counter() - start
-    return n / seconds
+        return ds.iter_torch_batches(batch_size=cfg.train.batch_size)
+
+    return images_per_s(epoch_batches)
 
 
 def images_per_s_dataloader(cfg: ExperimentConfig, names: tuple[str, ...]) -> float:
-    n, seconds = 0, 0.0
-    for epoch in (1, *TIMED_EPOCHS):
-        loader = torch.utils.data.DataLoader(ShardStream(cfg, names, epoch), batch_size=None,
-                                             num_workers=cfg.data.workers)  # fmt: skip
-        start, count = time.perf_counter(), 0
-        for batch in loader:
-            count += batch["image"].shape[0]
-        if epoch in TIMED_EPOCHS:
-            n, seconds = n + count, seconds + time.perf_counter() - start
-    return n / seconds
+    return images_per_s(lambda epoch: torch.utils.data.DataLoader(
+        ShardStream(cfg, names, epoch), batch_size=None, num_workers=cfg.data.workers))  # fmt: skip
 
 
 def line(name: str, ours: float, peer_name: str, peer: float, target: str) -> None:

@@ -2,8 +2,7 @@
 
 Training rows go through :class:`TrainTransform` in ``map_batches`` tasks, ``data.workers``
 at a time (the target encoder and the priors are built once per worker process), and
-stream to the train workers
-as ``image`` uint8 ``[B, S, S, 3]``, ``loc_targets`` float32 ``[B, P, 4]`` and ``labels``
+stream to the train workers as ``image`` uint8 ``[B, S, S, 3]``, ``loc_targets`` float32 ``[B, P, 4]`` and ``labels``
 int64 ``[B, P]``: images travel as uint8, four times less than float, and are normalised
 where they train.
 

@@ -95,14 +95,12 @@ def _dotted(space: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 def search_space(space: Mapping[str, Mapping[str, list]]) -> dict[str, Any]:
     from ray import tune
 
-    make = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}
+    ranges = {"uniform": tune.uniform, "loguniform": tune.loguniform, "randint": tune.randint}  # take (low, high)
+    values = {"choice": tune.choice, "grid": tune.grid_search}  # take the list
     out = {}
     for key, spec in space.items():
         kind, args = next(iter(spec.items()))
-        if kind in ("choice", "grid"):
-            out[key] = tune.choice(list(args)) if kind == "choice" else tune.grid_search(list(args))
-        else:
-            out[key] = make[kind](*args)
+        out[key] = values[kind](list(args)) if kind in values else ranges[kind](*args)
     return out
 
 
