@@ -8,7 +8,12 @@
    of the generated shapes set each, after a warm-up epoch. Target: >= 0.95x images/s.
 2. Training: one Ray Train worker (Ray Data feeding it) vs a plain single-process loop
    doing the same per-epoch work inline (read shards, decode, augment, encode, train),
-   images/s of the last of three epochs each. Target: at most 10% slower (>= 0.90x).
+   images/s of the last of three epochs, over ``--rounds`` runs of each.
+   Target: at most 10% slower (>= 0.90x).
+
+Ours and the peer take turns (epoch by epoch, run by run): the machine these run on is
+a shared VM whose speed drifts by 10-25% within minutes, and taking turns puts the drift
+on both sides alike instead of on whichever ran second.
 
 Each line prints ours (Ray), the peer's figure from the same run, and the ratio last
 (our images/s over the peer's: higher is better for us).
@@ -18,9 +23,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -76,21 +82,23 @@ class InlineFeed:
 TIMED_EPOCHS = (2, 3, 4)
 
 
-def images_per_s(epoch_batches: Callable[[int], Iterable[dict]]) -> float:
-    """Images/s over ``TIMED_EPOCHS``, after an untimed first epoch; ``epoch_batches(e)``
-    sets up epoch ``e`` and returns its batches (dicts with ``image`` [B, ...])."""
-    n, seconds = 0, 0.0
+def interleaved_images_per_s(feeds: Sequence[Callable[[int], Iterable[dict]]]) -> list[float]:
+    """Images/s of each feed over ``TIMED_EPOCHS``, after an untimed first epoch of each;
+    the feeds take turns epoch by epoch. ``feed(e)`` sets up epoch ``e`` and returns its
+    batches (dicts with ``image`` [B, ...])."""
+    counts, seconds = [0] * len(feeds), [0.0] * len(feeds)
     for epoch in (1, *TIMED_EPOCHS):
-        batches = epoch_batches(epoch)
-        start, count = time.perf_counter(), 0
-        for batch in batches:
-            count += batch["image"].shape[0]
-        if epoch in TIMED_EPOCHS:
-            n, seconds = n + count, seconds + time.perf_counter() - start
-    return n / seconds
+        for i, feed in enumerate(feeds):
+            batches = feed(epoch)
+            start, count = time.perf_counter(), 0
+            for batch in batches:
+                count += batch["image"].shape[0]
+            if epoch in TIMED_EPOCHS:
+                counts[i], seconds[i] = counts[i] + count, seconds[i] + time.perf_counter() - start
+    return [n / s for n, s in zip(counts, seconds)]
 
 
-def images_per_s_ray_data(cfg: ExperimentConfig, names: tuple[str, ...]) -> float:
+def ray_data_feed(cfg: ExperimentConfig, names: tuple[str, ...]) -> Callable[[int], Iterable[dict]]:
     clock = EpochClock.remote()
     ds = train_dataset(cfg, names, clock)
 
@@ -98,12 +106,32 @@ def images_per_s_ray_data(cfg: ExperimentConfig, names: tuple[str, ...]) -> floa
         ray.get(clock.set.remote(epoch))
         return ds.iter_torch_batches(batch_size=cfg.train.batch_size)
 
-    return images_per_s(epoch_batches)
+    return epoch_batches
 
 
-def images_per_s_dataloader(cfg: ExperimentConfig, names: tuple[str, ...]) -> float:
-    return images_per_s(lambda epoch: torch.utils.data.DataLoader(
-        ShardStream(cfg, names, epoch), batch_size=None, num_workers=cfg.data.workers))  # fmt: skip
+def dataloader_feed(cfg: ExperimentConfig, names: tuple[str, ...]) -> Callable[[int], Iterable[dict]]:
+    return lambda epoch: torch.utils.data.DataLoader(
+        ShardStream(cfg, names, epoch), batch_size=None, num_workers=cfg.data.workers)  # fmt: skip
+
+
+def ray_train_epoch(cfg: ExperimentConfig, run_name: str) -> tuple[float, float]:
+    """(images/s, data-wait fraction) of the last epoch of Ray Train workers fed by Ray
+    Data, on a Ray started for this run and stopped after it."""
+    connect(num_cpus=None, include_dashboard=False, log_to_driver=False)
+    try:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_name=run_name, resume=False))
+        metrics = train_on_ray(cfg, log=lambda line: None).metrics
+        return metrics["images_per_s"], metrics["data_wait"]
+    finally:
+        ray.shutdown()  # the plain loop gets the machine to itself
+
+
+def plain_epoch(cfg: ExperimentConfig, names: tuple[str, ...], count: int, folder: Path) -> tuple[float, float]:
+    """(images/s, data-wait fraction) of the last epoch of the plain single-process loop
+    over ``count`` training images."""
+    session = LocalSession(folder, keep=1, resume=False)
+    run_training(cfg, names, count, InlineFeed(cfg, names), session, lambda line: None)
+    return session.reports[-1]["images_per_s"], session.reports[-1]["data_wait"]
 
 
 def line(name: str, ours: float, peer_name: str, peer: float, target: str) -> None:
@@ -115,6 +143,7 @@ def line(name: str, ours: float, peer_name: str, peer: float, target: str) -> No
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer images (a smoke run, not a measurement)")
+    parser.add_argument("--rounds", type=int, default=2, help="training runs of each side, taking turns")
     args = parser.parse_args()
     count = 1200 if args.quick else 6000
     with tempfile.TemporaryDirectory() as tmp:
@@ -131,27 +160,23 @@ def main() -> None:
         cpus = int(ray.cluster_resources()["CPU"])
         print(f"{count} generated 128 px images, SSD augmentation + light-model encoding, {cpus} CPUs", flush=True)
 
-        ours = images_per_s_ray_data(cfg, names)
-        peer = images_per_s_dataloader(cfg, names)
+        ours, peer = interleaved_images_per_s([ray_data_feed(cfg, names), dataloader_feed(cfg, names)])
+        ray.shutdown()
         line(f"preprocess, {cfg.data.workers} Ray Data tasks", ours, f"DataLoader, {cfg.data.workers} workers", peer,
              ">= 0.95x")  # fmt: skip
 
         # Training: one worker with one CPU reserved leaves the rest to one Ray Data worker.
-        train_cfg = dataclasses.replace(
-            cfg, data=dataclasses.replace(cfg.data, workers=1),
-            train=dataclasses.replace(cfg.train, run_name="bench-ray", resume=False),
-        )  # fmt: skip
-        result = train_on_ray(train_cfg, log=lambda line: None)
-        ours = result.metrics["images_per_s"]
-        ray.shutdown()
-        session = LocalSession(base / "runs" / "bench-plain", keep=1, resume=False)
-        run_training(train_cfg, names, count, InlineFeed(train_cfg, names), session, lambda line: None)
-        peer = session.reports[-1]["images_per_s"]
-        print(f"  waiting for batches: Ray Train worker {100 * result.metrics['data_wait']:.0f}% of its epoch, "
-              f"plain loop {100 * session.reports[-1]['data_wait']:.0f}% (it preprocesses inline)", flush=True)
-        line("train epoch, 1 Ray Train worker", ours, "plain single-process loop", peer, ">= 0.90x")
+        train_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, workers=1))
+        ray_runs, plain_runs = [], []
+        for r in range(args.rounds):
+            ray_runs.append(ray_train_epoch(train_cfg, f"bench-ray-{r}"))
+            plain_runs.append(plain_epoch(train_cfg, names, count, base / "runs" / f"bench-plain-{r}"))
+            print(f"  round {r + 1}: Ray Train worker {ray_runs[-1][0]:.1f} img/s (waiting for batches "
+                  f"{100 * ray_runs[-1][1]:.0f}% of its epoch), plain loop {plain_runs[-1][0]:.1f} img/s "
+                  f"(preprocessing inline, {100 * plain_runs[-1][1]:.0f}%)", flush=True)  # fmt: skip
+        line("train epoch, 1 Ray Train worker", statistics.mean(r[0] for r in ray_runs),
+             "plain single-process loop", statistics.mean(r[0] for r in plain_runs), ">= 0.90x")  # fmt: skip
 
 
 if __name__ == "__main__":
     main()
-
