@@ -117,13 +117,14 @@ def dataloader_feed(cfg: ExperimentConfig, names: tuple[str, ...]) -> Callable[[
 def ray_train_epoch(cfg: ExperimentConfig, run_name: str) -> tuple[float, float]:
     """(images/s, data-wait fraction) of the last epoch of Ray Train workers fed by Ray
     Data, on a Ray started for this run and stopped after it."""
-    connect(num_cpus=None, include_dashboard=False, log_to_driver=False)
+    started = connect(num_cpus=None, include_dashboard=False, log_to_driver=False)
     try:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, run_name=run_name, resume=False))
         metrics = train_on_ray(cfg, log=lambda line: None).metrics
         return metrics["images_per_s"], metrics["data_wait"]
     finally:
-        ray.shutdown()  # the plain loop gets the machine to itself
+        if started:
+            ray.shutdown()  # the plain loop gets the machine to itself
 
 
 def plain_epoch(cfg: ExperimentConfig, names: tuple[str, ...], count: int, folder: Path) -> tuple[float, float]:

@@ -1,10 +1,11 @@
 """Ray Data: Parquet shards -> decoded, augmented, anchor-encoded batches on CPU workers.
 
-Training rows go through :class:`TrainTransform` in ``map_batches`` tasks, ``data.workers``
-at a time (the target encoder and the priors are built once per worker process), and
-stream to the train workers as ``image`` uint8 ``[B, S, S, 3]``, ``loc_targets`` float32 ``[B, P, 4]`` and ``labels``
-int64 ``[B, P]``: images travel as uint8, four times less than float, and are normalised
-where they train.
+Training rows go through :class:`TrainTransform` in tasks that each read one shard and
+transform it (read fused with ``map_batches``), ``data.workers`` at a time (the target
+encoder and the priors are built once per worker process), and stream to the train
+workers as ``image`` uint8 ``[B, S, S, 3]``, ``loc_targets`` float32 ``[B, P, 4]`` and
+``labels`` int64 ``[B, P]``: images travel as uint8, four times less than float, and are
+normalised where they train.
 
 Each epoch draws a fresh augmentation, reproducible per image from ``(seed, epoch,
 image_id)``: the epoch comes from :class:`EpochClock`, a tiny actor every train worker
