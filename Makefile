@@ -8,6 +8,9 @@ PY := $(VENV)/bin/python
 # torchvision.ops); override for another CUDA or platform, e.g.
 #   make demo TORCH="torch==2.9.1 torchvision==0.24.1"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
+# That pair is torch's CUDA build: .venv takes ~7 GiB. Setup stops before pip starts when
+# there is less free disk than this, rather than failing halfway with "No space left".
+SETUP_FREE_GIB ?= 7
 STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test bench lint clean
@@ -15,6 +18,9 @@ STAMP := $(VENV)/.installed
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c "import shutil, sys; free = shutil.disk_usage('.').free / 2**30; \
+	sys.exit(f'setup: {free:.1f} GiB free here, {$(SETUP_FREE_GIB)} GiB needed for $(VENV) (torch and its CUDA libraries); free some disk or set SETUP_FREE_GIB') \
+	if free < $(SETUP_FREE_GIB) and not __import__('os').path.exists('$(VENV)/bin/python') else None"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(TORCH)
