@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", required=True, help="folder, file or URI (s3://...) of images")
     parser.add_argument("--out", required=True, help="output folder (or URI)")
     parser.add_argument("--format", choices=("parquet", "json"), default="parquet")
-    parser.add_argument("--draw", help="also write the images with their boxes drawn to this folder")
+    parser.add_argument("--draw", help="also write the images with their boxes drawn to this folder or URI "
+                        "(each at its path below --images, in its own format)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1, help="model replicas (actors)")
     parser.add_argument("--gpu", action="store_true", help="one GPU per replica")

@@ -9,6 +9,8 @@ silently dropped.
 
 Output rows, one per image: ``path``, ``width``, ``height``, ``error`` and the lists
 ``boxes`` (xyxy pixels, 4 per detection, flat), ``scores``, ``labels``, ``classes``.
+With ``draw``, a copy of each image with its boxes drawn is written at the image's path
+below the images root (local or a bucket, through pyarrow's filesystems).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from typing import Any
 import cv2
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import ray
 import ray.data
 import torch
-from torchvision.io import decode_image
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import to_dtype
 
 from pipeline.config import EvalConfig
 from pipeline.engine import detect_resized
@@ -49,7 +53,10 @@ class PredictRequest:
     out: str
     tracking_uri: str | None = None
     format: str = "parquet"  # parquet | json
-    draw: str | None = None  # folder for images with their boxes drawn
+    # Folder or URI for copies of the images with their boxes drawn, at their paths below
+    # ``images`` and in their own format. Absolute: the replicas run in other directories
+    # (and, on a cluster, other nodes: use a bucket there).
+    draw: str | None = None
     min_draw_score: float = 0.3
     batch_size: int = 16
     workers: int = 1
@@ -58,11 +65,12 @@ class PredictRequest:
 
 
 def decode_file(data: bytes) -> np.ndarray:
-    """Encoded bytes -> uint8 ``[H, W, 3]`` RGB (grayscale expanded, alpha dropped)."""
-    image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8))
-    if image.shape[0] == 1:
-        image = image.expand(3, -1, -1)
-    return np.ascontiguousarray(image[:3].permute(1, 2, 0).numpy())
+    """Encoded bytes -> uint8 ``[H, W, 3]`` RGB (grayscale expanded, alpha dropped, 16-bit
+    PNGs scaled down to 8 bits: the model was trained on 8-bit images)."""
+    image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    if image.dtype != torch.uint8:
+        image = to_dtype(image, torch.uint8, scale=True)
+    return np.ascontiguousarray(image.permute(1, 2, 0).numpy())
 
 
 class Detector:
@@ -118,9 +126,27 @@ class Detector:
             cv2.rectangle(canvas, (x0, y0), (x1, y1), (0, 200, 255), 2)
             cv2.putText(canvas, f"{name} {score:.2f}", (x0, max(y0 - 3, 10)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
                         (0, 200, 255), 1)  # fmt: skip
-        folder = Path(self.request.draw)
-        folder.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(folder / (Path(row["path"]).stem + ".jpg")), canvas)
+        relative = drawn_name(row["path"], self.request.images)
+        # The file's own format (by extension), so that a.jpg and a.png stay two files.
+        ok, encoded = cv2.imencode(Path(relative).suffix.lower(), canvas)
+        if not ok:
+            raise RuntimeError(f"could not encode the drawn copy of {row['path']}")
+        filesystem, base = pafs.FileSystem.from_uri(self.request.draw)
+        target = f"{base.rstrip('/')}/{relative}"
+        filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        with filesystem.open_output_stream(target) as stream:
+            stream.write(encoded.tobytes())
+
+
+def drawn_name(path: str, images: str) -> str:
+    """Where the drawn copy of the image at ``path`` goes below the draw folder: its path
+    below the ``images`` root, so that images of the same name in two subfolders stay
+    two files. Ray Data gives ``path`` without the URI scheme (``bucket/key`` for
+    ``s3://bucket/key``), so the root is compared the same way."""
+    root = images.split("://", 1)[-1].rstrip("/")
+    if path.startswith(root + "/"):
+        return path[len(root) + 1 :]
+    return path.rsplit("/", 1)[-1]  # ``images`` named the file itself
 
 
 def predict_folder(request: PredictRequest) -> dict[str, Any]:
@@ -128,6 +154,8 @@ def predict_folder(request: PredictRequest) -> dict[str, Any]:
     ``{"images": n, "detections": n, "failed": [(path, error), ...]}``."""
     if request.format not in ("parquet", "json"):
         raise ValueError(f"format {request.format!r}: use parquet or json")
+    if request.draw and "://" not in request.draw and not Path(request.draw).is_absolute():
+        raise ValueError(f"draw folder {request.draw!r} must be absolute or a URI: the replicas run elsewhere")
     # Load once here: a bad model URI fails now, with its message, not inside an actor.
     Detector(dataclasses.replace(request, draw=None, use_gpu=False))
     files = ray.data.read_binary_files(request.images, include_paths=True, file_extensions=IMAGE_EXTENSIONS)

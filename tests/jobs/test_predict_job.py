@@ -1,5 +1,7 @@
 import json
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -31,6 +33,10 @@ def folder(tmp_path):
     images = tmp_path / "shapes" / "val"
     (images / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
     (images / "notes.txt").write_text("not an image: ignored by extension")
+    # Same name as a top-level image, one folder down: its drawn copy must not overwrite the other.
+    (images / "more").mkdir()
+    (images / "000000.jpg").rename(images / "more" / "000000.jpg")
+    (images / "000000.png").write_bytes(cv2.imencode(".png", cv2.imread(str(images / "000001.jpg")))[1].tobytes())
     model = varied_model()
     save_model(tmp_path / "model", None, model, load_config(None, []), ("a", "b", "c"))
     return images, tmp_path / "model", model
@@ -43,20 +49,23 @@ def test_predict_writes_what_an_in_process_call_gives(folder, tmp_path, capsys, 
             "--draw", str(drawn), "--batch-size", "4"]  # fmt: skip
     assert main(args) == 0
     captured = capsys.readouterr()
-    assert "11 images" in captured.out
+    assert "12 images" in captured.out
     assert "broken.jpg: cannot decode" in captured.err and "1 image(s) could not be read" in captured.err
 
     rows = [json.loads(line) for f in sorted(out.glob("*.json*")) for line in f.read_text().splitlines()]
-    by_path = {r["path"].split("/")[-1]: r for r in rows}
-    assert len(by_path) == 11 and by_path["broken.jpg"]["error"] and not by_path["broken.jpg"]["boxes"]
-    good = sorted(p for p in images.glob("*.jpg") if p.name != "broken.jpg")
-    expected = predict(model, [decode_file(p.read_bytes()) for p in good], EvalConfig())
+    by_path = {r["path"].removeprefix(str(images) + "/"): r for r in rows}
+    assert len(by_path) == 12 and by_path["broken.jpg"]["error"] and not by_path["broken.jpg"]["boxes"]
+    good = sorted(p.relative_to(images) for p in images.rglob("*.*") if p.suffix in (".jpg", ".png"))
+    good.remove(Path("broken.jpg"))
+    expected = predict(model, [decode_file((images / p).read_bytes()) for p in good], EvalConfig())
     for path, want in zip(good, expected):
-        row = by_path[path.name]
+        row = by_path[str(path)]
         assert row["error"] is None and (row["width"], row["height"]) == (96, 96)
         assert_same_detections(row["boxes"], row["scores"], row["labels"], want)
         assert row["classes"] == [("a", "b", "c")[k - 1] for k in row["labels"]]
-    assert len(list(drawn.glob("*.jpg"))) == 10
+    # One drawn copy per readable image, at its own path: the two 000000s are both there.
+    assert sorted(p.relative_to(drawn) for p in drawn.rglob("*.*")) == good
+    assert cv2.imread(str(drawn / "000000.png")).shape == (96, 96, 3)
 
 
 def test_parquet_output_and_bad_input(folder, tmp_path, capsys, ray_cluster):
@@ -65,6 +74,6 @@ def test_parquet_output_and_bad_input(folder, tmp_path, capsys, ray_cluster):
     images, model_dir, _ = folder
     assert main(["--model", str(model_dir), "--images", str(images), "--out", str(tmp_path / "pq")]) == 0
     table = pq.read_table(tmp_path / "pq")
-    assert table.num_rows == 11 and table.schema.field("boxes").type.value_type.bit_width == 32
+    assert table.num_rows == 12 and table.schema.field("boxes").type.value_type.bit_width == 32
     assert main(["--model", str(tmp_path / "nothing"), "--images", str(images), "--out", str(tmp_path / "x")]) == 2
     assert "error:" in capsys.readouterr().err
