@@ -64,6 +64,11 @@ class DataConfig:
     # epoch. An epoch's first batch waits for the buffer to fill: 2,048 rows cost ~1.5 s
     # an epoch on 2 cores (measured), 512 ~0.5 s.
     shuffle_buffer: int = 512
+    # Hand the training stream to the train worker in the order the reads were planned,
+    # whichever Ray Data task finishes first: with one train worker, the run is then the
+    # same every time from its seeds even when several data tasks run at once (with one
+    # at a time it is anyway). A late task holds back the ones after it.
+    preserve_order: bool = False
     # No batch for this long means the pipeline is starved or stuck: fail with the
     # cluster's resources named instead of waiting forever.
     stall_timeout_s: float = 600.0

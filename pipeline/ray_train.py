@@ -165,6 +165,8 @@ def train_on_ray(
     clock = EpochClock.remote()
     workers = cfg.train.num_workers
     datasets = {"train": train_dataset(cfg, class_names, clock), **val_datasets(cfg, class_names, workers)}
+    ingest = ray.train.DataConfig.default_ingest_options()  # Ray Train's own, from the DataContext
+    ingest.preserve_order = cfg.data.preserve_order
     resources = {"CPU": cfg.train.cpus_per_worker}
     if cfg.train.use_gpu:
         resources["GPU"] = 1
@@ -185,7 +187,7 @@ def train_on_ray(
             callbacks=list(callbacks),
         ),
         datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options={"train": ingest}),
     )
     return trainer.fit()
 
