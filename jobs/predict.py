@@ -4,11 +4,11 @@
         --out predictions/ [--format json] [--draw predictions/drawn] [--gpu --workers 4]
 
 ``--model``: an MLflow model URI, a pulled model folder or a training checkpoint folder.
-One row per image: path, width, height, error, boxes (xyxy pixels of the original image,
-flat), scores, labels, classes. Images that cannot be decoded are listed at the end and
-in the output's ``error`` column; the rest are predicted. Connects to RAY_ADDRESS or
-starts a local Ray; ``--tracking-uri`` (or MLFLOW_TRACKING_URI; default
-``./mlruns/mlflow.db``) for MLflow URIs.
+One row per image: path, width, height, error, boxes (xyxy pixels of the image as it is
+shown, turned by its EXIF orientation; flat), scores, labels, classes. Images that
+cannot be decoded are listed at the end and in the output's ``error`` column; the rest
+are predicted. Connects to RAY_ADDRESS or starts a local Ray; ``--tracking-uri`` (or
+MLFLOW_TRACKING_URI; default ``./mlruns/mlflow.db``) for MLflow URIs.
 """
 
 from __future__ import annotations

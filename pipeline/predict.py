@@ -3,9 +3,9 @@
 Files are listed and read by Ray Data (``read_binary_files``: any count, local or
 ``s3://``), decoded and resized, and run through the model in batches on an actor pool
 (the model is loaded once per actor; one GPU each when ``use_gpu``). Detections are
-decoded and NMS-ed on the actor and given in the original image's pixels. An image that
-cannot be decoded becomes a row with its ``error`` set: it is reported and skipped, never
-silently dropped.
+decoded and NMS-ed on the actor and given in the original image's pixels, as it is shown
+(turned by its EXIF orientation). An image that cannot be decoded becomes a row with its
+``error`` set: it is reported and skipped, never silently dropped.
 
 Output rows, one per image: ``path``, ``width``, ``height``, ``error`` and the lists
 ``boxes`` (xyxy pixels, 4 per detection, flat), ``scores``, ``labels``, ``classes``.
@@ -65,9 +65,12 @@ class PredictRequest:
 
 
 def decode_file(data: bytes) -> np.ndarray:
-    """Encoded bytes -> uint8 ``[H, W, 3]`` RGB (grayscale expanded, alpha dropped, 16-bit
-    PNGs scaled down to 8 bits: the model was trained on 8-bit images)."""
-    image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+    """Encoded bytes -> uint8 ``[H, W, 3]`` RGB as the image is shown: turned by its EXIF
+    orientation (a phone's portrait photo is stored sideways; boxes in the stored frame
+    would not fit the picture its owner sees), grayscale expanded, alpha dropped, 16-bit
+    PNGs scaled down to 8 bits (the model was trained on 8-bit images)."""
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    image = decode_image(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     if image.dtype != torch.uint8:
         image = to_dtype(image, torch.uint8, scale=True)
     return np.ascontiguousarray(image.permute(1, 2, 0).numpy())

@@ -31,6 +31,22 @@ def test_decode_file_gives_8_bit_rgb_for_every_png_kind(rng):
     assert np.abs(got.astype(int) - np.round(deep[..., ::-1] / 257).astype(int)).max() <= 1
 
 
+def test_decode_file_turns_the_image_by_its_exif_orientation(rng):
+    import io
+
+    from PIL import Image, ImageOps
+
+    stored = Image.fromarray(rng.integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    exif = stored.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to show": a phone held upright
+    buffer = io.BytesIO()
+    stored.save(buffer, "JPEG", exif=exif.tobytes())
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(buffer.getvalue()))))
+    got = decode_file(buffer.getvalue())
+    assert got.shape == (30, 20, 3)
+    np.testing.assert_array_equal(got, shown)
+
+
 def test_decode_file_raises_on_bytes_that_are_no_image():
     with pytest.raises(RuntimeError):
         decode_file(b"\xff\xd8\xff not really a jpeg")
