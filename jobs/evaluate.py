@@ -6,6 +6,11 @@
 ``--model`` takes an MLflow model URI (``models:/name@alias``, ``runs:/<id>/model``), a saved
 model folder, or a training checkpoint folder. ``--tracking-uri`` (or MLFLOW_TRACKING_URI)
 says where ``models:/`` URIs live; by default the local ``mlruns/mlflow.db``.
+
+The metrics are also logged there, as an MLflow run named ``evaluate-<split>`` in the
+model's experiment (its config's name), tagged with what was evaluated, with the AP table;
+``--no-log`` skips that. A tracking store that cannot be reached warns; the metrics are
+printed all the same.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import os
 import sys
 from pathlib import Path
 
-from pipeline.config import EvalConfig
-from pipeline.evaluation import evaluate_split, load_any
+from pipeline.config import EvalConfig, TrackingConfig
+from pipeline.evaluation import evaluate_split, load_any_with_config, log_evaluation
 from pipeline.model_store import ModelLoadError
+from pipeline.progress import progress_printer
 from ssd_core.data.record import DataError
 
 
@@ -28,20 +34,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shards", required=True, help="folder or URI of prepared shards")
     parser.add_argument("--split", default="val")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    parser.add_argument("--no-log", action="store_true", help="print the metrics only; log nothing to MLflow")
     args = parser.parse_args(argv)
+    uri = args.tracking_uri or f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
     if args.model.startswith(("models:/", "runs:/")):
         import mlflow
 
-        uri = args.tracking_uri or f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
         mlflow.set_tracking_uri(uri)
     shards = args.shards if "://" in args.shards else str(Path(args.shards).resolve())
+    model_source = args.model if "://" in args.model or args.model.startswith(("models:/", "runs:/")) \
+        else str(Path(args.model).resolve())  # fmt: skip
     try:
-        model, class_names = load_any(args.model)
-        metrics = evaluate_split(model, class_names, shards, args.split, EvalConfig())
+        model, config, class_names = load_any_with_config(model_source)
+        metrics, table = evaluate_split(model, class_names, shards, args.split, EvalConfig(),
+                                        progress=progress_printer(f"evaluating {args.split}"))  # fmt: skip
     except (DataError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{args.model} on {args.split}: VOC07 mAP@0.5 {metrics['voc/mAP']:.3f}, COCO AP {metrics['coco/AP']:.3f}")
+    if not args.no_log:
+        # A new experiment's artifacts go beside a local SQLite store (a server's experiment,
+        # made by training, has its own location already).
+        store = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else Path.cwd() / "mlruns"
+        tracking = TrackingConfig(uri=uri, artifacts=str((store / "artifacts").resolve()))
+        run_id = log_evaluation(tracking, config, model_source, shards, args.split, metrics, table)
+        if run_id is not None:
+            print(f"logged to MLflow run {run_id} (experiment {config.name}) at {uri}")
     return 0
 
 

@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.builders import build_model
 from pipeline.checkpoint import META, load_checkpoint, read_meta
-from pipeline.config import EvalConfig, from_dict
+from pipeline.config import EvalConfig, ExperimentConfig, TrackingConfig, from_dict
 from pipeline.engine import predict
 from pipeline.model_store import load_model
 from pipeline.samples import decode
-from ssd_core.data.shards import read_manifest, read_shards
+from pipeline.tracking import Tracker
+from ssd_core.data.shards import check_shards, read_manifest, read_shards
 from ssd_core.metrics import ap_table, evaluate_coco, evaluate_voc
 from ssd_core.models.ssd import SSD
+
+CHUNK = 256  # images decoded and detected at a time
 
 
 def load_any(source: str) -> tuple[SSD, tuple[str, ...]]:
     """A model and its class names from a training checkpoint folder (``runs/<run>/epoch-N``),
     a saved model folder, or an MLflow model URI (``models:/name@alias``, ``runs:/id/model``)."""
+    model, _, class_names = load_any_with_config(source)
+    return model, class_names
+
+
+def load_any_with_config(source: str) -> tuple[SSD, ExperimentConfig, tuple[str, ...]]:
+    """:func:`load_any`, with the config the model was trained with."""
     path = Path(source)
     if (path / META).is_file():
         meta = read_meta(path)
@@ -26,27 +36,59 @@ def load_any(source: str) -> tuple[SSD, tuple[str, ...]]:
         class_names = tuple(meta["class_names"])
         model = build_model(config.model, len(class_names) + 1)
         load_checkpoint(path, model)
-        return model.eval(), class_names
-    model, _, class_names = load_model(source)
-    return model, class_names
+        return model.eval(), config, class_names
+    return load_model(source)
 
 
 def evaluate_split(
     model: SSD, class_names: tuple[str, ...], shards: str, split: str, cfg: EvalConfig,
-    log: Callable[[str], None] = print,
-) -> dict[str, float]:  # fmt: skip
-    """VOC07 mAP@0.5 (difficult and crowd ignored), per-class AP and the 12 COCO numbers."""
-    records = list(read_shards(shards, split))
+    log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, float], str]:  # fmt: skip
+    """VOC07 mAP@0.5 (difficult and crowd ignored), per-class AP and the 12 COCO numbers,
+    and the per-class AP table as text. Images are decoded and detected ``CHUNK`` at a
+    time (a VOC or COCO test set decoded at once would hold GBs), with ``progress(done,
+    total)`` after each chunk."""
     if tuple(read_manifest(shards)["class_names"]) != class_names:
         raise ValueError(f"{shards}: the shards' classes differ from the model's {class_names}")
-    detections = predict(model, [decode(r) for r in records], cfg)
-    truths = [
-        {"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult | r.iscrowd, "iscrowd": r.iscrowd}
-        for r in records
-    ]
+    total = check_shards(shards, split)
+    detections, truths, chunk = [], [], []
+    for record in read_shards(shards, split):
+        chunk.append(record)
+        if len(chunk) == CHUNK:
+            detections += predict(model, [decode(r) for r in chunk], cfg)
+            chunk = []
+            if progress is not None:
+                progress(len(detections), total)
+        truths.append({"boxes": record.boxes, "labels": record.labels, "difficult": record.difficult | record.iscrowd,
+                       "iscrowd": record.iscrowd})  # fmt: skip
+    if chunk:
+        detections += predict(model, [decode(r) for r in chunk], cfg)
+    if progress is not None:
+        progress(len(detections), total)
     voc = evaluate_voc(detections, truths)
     coco = evaluate_coco(detections, truths)
-    log(ap_table(voc["AP"], class_names, voc["mAP"]).rstrip())
+    table = ap_table(voc["AP"], class_names, voc["mAP"]).rstrip()
+    log(table)
     log("COCO: " + ", ".join(f"{k} {v:.3f}" for k, v in coco.items()))
-    return {"voc/mAP": voc["mAP"], **{f"voc/AP/{class_names[k - 1]}": v for k, v in voc["AP"].items()},
-            **{f"coco/{k}": v for k, v in coco.items()}}  # fmt: skip
+    metrics = {"voc/mAP": voc["mAP"], **{f"voc/AP/{class_names[k - 1]}": v for k, v in voc["AP"].items()},
+               **{f"coco/{k}": v for k, v in coco.items()}}  # fmt: skip
+    return metrics, table
+
+
+def log_evaluation(
+    tracking: TrackingConfig, config: ExperimentConfig, source: str, shards: str, split: str,
+    metrics: dict[str, float], table: str, log: Callable[[str], None] = print,
+) -> str | None:  # fmt: skip
+    """Log an evaluation as its own MLflow run in the model's experiment (its config's
+    name), beside the runs that trained it: the model's config as params, what was
+    evaluated as tags, the metrics and the AP table. The run id, or None when tracking
+    failed (it warns; the metrics were printed anyway)."""
+    named = dataclasses.replace(config, train=dataclasses.replace(config.train, run_name=f"evaluate-{split}"))
+    tracker = Tracker(tracking, config.name, log, work="evaluation")
+    if tracker.start(named, tags={"evaluated.model": source, "evaluated.shards": shards,
+                                  "evaluated.split": split}) is None:  # fmt: skip
+        return None
+    tracker.log_metrics(metrics, step=0)
+    tracker.log_text(table + "\n", "ap_table.md")
+    tracker.end()
+    return tracker.run_id

@@ -63,8 +63,10 @@ class Tracker:
         log: where warnings go besides ``warnings``.
     """
 
-    def __init__(self, cfg: TrackingConfig, experiment: str, log: Callable[[str], None] = print) -> None:
-        self.cfg, self.experiment, self.log = cfg, experiment, log
+    def __init__(
+        self, cfg: TrackingConfig, experiment: str, log: Callable[[str], None] = print, work: str = "training"
+    ) -> None:
+        self.cfg, self.experiment, self.log, self.work = cfg, experiment, log, work
         self.run_id: str | None = None
         self.enabled = cfg.enabled
         self._client: Any = None
@@ -77,13 +79,17 @@ class Tracker:
         except Exception as err:  # tracking must not stop training, whatever failed
             self.enabled = False
             message = f"MLflow tracking failed while {what} ({type(err).__name__}: {str(err).splitlines()[0]}); "
-            message += "training goes on without tracking, checkpoints keep everything"
+            message += f"{self.work} goes on without tracking"
+            message += ", checkpoints keep everything" if self.work == "training" else ""
             warnings.warn(message, stacklevel=3)
             self.log(f"warning: {message}")
             return None
 
-    def start(self, config: ExperimentConfig, run_id: str | None = None) -> str | None:
-        """Start a run (or continue ``run_id``, when resuming) and log the config as params."""
+    def start(
+        self, config: ExperimentConfig, run_id: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> str | None:
+        """Start a run (or continue ``run_id``, when resuming) and log the config as params;
+        ``tags`` go on a new run."""
 
         def go() -> str:
             import mlflow
@@ -95,11 +101,11 @@ class Tracker:
             if run_id is not None:
                 self._client.update_run(run_id, status="RUNNING")
                 return run_id
-            tags = {"source": "ssd-ray"}
+            run_tags = {"source": "ssd-ray", **(tags or {})}
             if self.cfg.parent_run_id:
-                tags["mlflow.parentRunId"] = self.cfg.parent_run_id  # shown nested under the sweep's run
+                run_tags["mlflow.parentRunId"] = self.cfg.parent_run_id  # shown nested under the sweep's run
             run_name = config.train.run_name or config.name
-            run = self._client.create_run(experiment_id, run_name=run_name, tags=tags)
+            run = self._client.create_run(experiment_id, run_name=run_name, tags=run_tags)
             params = flatten(to_dict(config))
             from mlflow.entities import Param
 

@@ -1,4 +1,5 @@
 import pytest
+from mlflow import MlflowClient
 
 from jobs.evaluate import main
 from pipeline.config import load_config
@@ -27,9 +28,43 @@ def test_registered_model_reproduces_its_logged_map(trained, capsys):
     assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in out and "COCO: AP" in out
 
 
+def test_evaluation_is_logged_as_a_run_beside_the_training_runs(trained, capsys):
+    tmp, result = trained
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    checkpoint = tmp / "runs" / "evaljob" / "epoch-0002"
+    assert main(["--model", str(checkpoint), "--shards", str(tmp / "shards"), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in out and "evaluating val: 16/16 (100%)" in out
+
+    client = MlflowClient(uri)
+    run_id = out.split("logged to MLflow run ")[1].split()[0]
+    run = client.get_run(run_id)
+    assert client.get_experiment(run.info.experiment_id).name == "shapes-light"  # the model's config's name
+    assert run.info.run_name == "evaluate-val" and run.info.status == "FINISHED"
+    assert run.data.tags["evaluated.model"] == str(checkpoint) and run.data.tags["evaluated.split"] == "val"
+    assert run.data.metrics["voc/mAP"] == pytest.approx(result["val/mAP"]) and "coco/AP" in run.data.metrics
+    assert run.data.params["train.epochs"] == "2"
+    assert "ap_table.md" in {a.path for a in client.list_artifacts(run_id)}
+
+    assert main(["--model", str(checkpoint), "--shards", str(tmp / "shards"), "--tracking-uri", uri, "--no-log"]) == 0
+    assert "logged to" not in capsys.readouterr().out
+
+
+def test_an_unreachable_tracking_store_warns_and_the_metrics_still_print(trained, capsys, tmp_path):
+    tmp, result = trained
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("a file where the store's folder would be")
+    args = ["--model", str(tmp / "runs" / "evaljob" / "epoch-0002"), "--shards", str(tmp / "shards"),
+            "--tracking-uri", f"sqlite:///{blocked / 'mlflow.db'}"]  # fmt: skip
+    with pytest.warns(UserWarning, match="evaluation goes on without tracking"):
+        assert main(args) == 0
+    assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in capsys.readouterr().out
+
+
 def test_checkpoint_folder_and_errors(trained, capsys):
     tmp, result = trained
-    assert main(["--model", str(tmp / "runs" / "evaljob" / "epoch-0002"), "--shards", str(tmp / "shards")]) == 0
+    args = ["--model", str(tmp / "runs" / "evaljob" / "epoch-0002"), "--shards", str(tmp / "shards"), "--no-log"]
+    assert main(args) == 0
     assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in capsys.readouterr().out
     assert main(["--model", str(tmp / "nothing-here"), "--shards", str(tmp / "shards")]) == 2
     assert "error:" in capsys.readouterr().err

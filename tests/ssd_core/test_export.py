@@ -8,11 +8,11 @@ from ssd_core.models import ssd_light
 ort = pytest.importorskip("onnxruntime")
 
 
-def varied_model() -> torch.nn.Module:
+def varied_model(num_classes: int = 4) -> torch.nn.Module:
     """A light SSD whose outputs differ from cell to cell (random BN statistics), so that
     detections are not a sea of tied scores."""
     torch.manual_seed(0)
-    model = ssd_light(4).eval()
+    model = ssd_light(num_classes).eval()
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
