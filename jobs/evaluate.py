@@ -20,6 +20,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from pipeline.config import EvalConfig, TrackingConfig
 from pipeline.evaluation import evaluate_split, load_any_with_config, log_evaluation
 from pipeline.model_store import ModelLoadError
@@ -35,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="val")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     parser.add_argument("--no-log", action="store_true", help="print the metrics only; log nothing to MLflow")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ...; auto: cuda when there is one")
     args = parser.parse_args(argv)
     uri = args.tracking_uri or f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
     if args.model.startswith(("models:/", "runs:/")):
@@ -45,9 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     model_source = args.model if "://" in args.model or args.model.startswith(("models:/", "runs:/")) \
         else str(Path(args.model).resolve())  # fmt: skip
     try:
+        device = pick_device(args.device)
         model, config, class_names = load_any_with_config(model_source)
-        metrics, table = evaluate_split(model, class_names, shards, args.split, EvalConfig(),
-                                        progress=progress_printer(f"evaluating {args.split}"))  # fmt: skip
+        metrics, table = evaluate_split(model.to(device), class_names, shards, args.split, EvalConfig(),
+                                        progress=progress_printer(f"evaluating {args.split} on {device}"),
+                                        device=device)  # fmt: skip
     except (DataError, ModelLoadError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -61,6 +66,19 @@ def main(argv: list[str] | None = None) -> int:
         if run_id is not None:
             print(f"logged to MLflow run {run_id} (experiment {config.name}) at {uri}")
     return 0
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto``: the first GPU when there is one; a named device must exist here."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"--device {name!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r}: this machine has no CUDA GPU (use cpu or auto)")
+    return device
 
 
 if __name__ == "__main__":

@@ -137,15 +137,18 @@ def detect_resized(
 
 @torch.no_grad()
 def predict(
-    model: SSD, images: Sequence[np.ndarray], cfg: EvalConfig, channels_last: bool = False
-) -> list[dict[str, Tensor]]:
-    """Detections for uint8 ``[H, W, 3]`` images of any size, boxes in their own pixels."""
+    model: SSD, images: Sequence[np.ndarray], cfg: EvalConfig, channels_last: bool = False,
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Tensor]]:  # fmt: skip
+    """Detections for uint8 ``[H, W, 3]`` images of any size, boxes in their own pixels
+    (on CPU; ``device`` is where the model is)."""
     out: list[dict[str, Tensor]] = []
     for i in range(0, len(images), cfg.batch_size):
         chunk = images[i : i + cfg.batch_size]
         size = model.image_size
         resized = np.stack([im if im.shape[:2] == (size, size) else resize_for_eval(im, size) for im in chunk])
-        out += detect_resized(model, torch.from_numpy(resized), [im.shape[:2] for im in chunk], cfg, channels_last)
+        out += detect_resized(model, torch.from_numpy(resized), [im.shape[:2] for im in chunk], cfg, channels_last,
+                              device)  # fmt: skip
     return out
 
 

@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
 from pipeline.builders import build_model
 from pipeline.checkpoint import META, load_checkpoint, read_meta
 from pipeline.config import EvalConfig, ExperimentConfig, TrackingConfig, from_dict
@@ -43,11 +45,12 @@ def load_any_with_config(source: str) -> tuple[SSD, ExperimentConfig, tuple[str,
 def evaluate_split(
     model: SSD, class_names: tuple[str, ...], shards: str, split: str, cfg: EvalConfig,
     log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[dict[str, float], str]:  # fmt: skip
     """VOC07 mAP@0.5 (difficult and crowd ignored), per-class AP and the 12 COCO numbers,
     and the per-class AP table as text. Images are decoded and detected ``CHUNK`` at a
     time (a VOC or COCO test set decoded at once would hold GBs), with ``progress(done,
-    total)`` after each chunk."""
+    total)`` after each chunk. ``device``: where the model is."""
     if tuple(read_manifest(shards)["class_names"]) != class_names:
         raise ValueError(f"{shards}: the shards' classes differ from the model's {class_names}")
     total = check_shards(shards, split)
@@ -55,14 +58,14 @@ def evaluate_split(
     for record in read_shards(shards, split):
         chunk.append(record)
         if len(chunk) == CHUNK:
-            detections += predict(model, [decode(r) for r in chunk], cfg)
+            detections += predict(model, [decode(r) for r in chunk], cfg, device=device)
             chunk = []
             if progress is not None:
                 progress(len(detections), total)
         truths.append({"boxes": record.boxes, "labels": record.labels, "difficult": record.difficult | record.iscrowd,
                        "iscrowd": record.iscrowd})  # fmt: skip
     if chunk:
-        detections += predict(model, [decode(r) for r in chunk], cfg)
+        detections += predict(model, [decode(r) for r in chunk], cfg, device=device)
     if progress is not None:
         progress(len(detections), total)
     voc = evaluate_voc(detections, truths)

@@ -1,4 +1,5 @@
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from jobs.evaluate import main
@@ -34,7 +35,7 @@ def test_evaluation_is_logged_as_a_run_beside_the_training_runs(trained, capsys)
     checkpoint = tmp / "runs" / "evaljob" / "epoch-0002"
     assert main(["--model", str(checkpoint), "--shards", str(tmp / "shards"), "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
-    assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in out and "evaluating val: 16/16 (100%)" in out
+    assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in out and "evaluating val on cpu: 16/16 (100%)" in out
 
     client = MlflowClient(uri)
     run_id = out.split("logged to MLflow run ")[1].split()[0]
@@ -68,3 +69,8 @@ def test_checkpoint_folder_and_errors(trained, capsys):
     assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in capsys.readouterr().out
     assert main(["--model", str(tmp / "nothing-here"), "--shards", str(tmp / "shards")]) == 2
     assert "error:" in capsys.readouterr().err
+    assert main([*args, "--device", "tpu-ish"]) == 2
+    assert "--device 'tpu-ish'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in capsys.readouterr().err
