@@ -155,14 +155,15 @@ def main() -> None:
             f"train.checkpoint_dir={base / 'runs'}", "train.epochs=3", "train.checkpoint_every=100",
         ])  # fmt: skip
         names = prepare_data(cfg, log=lambda line: None)
-        connect(num_cpus=None, include_dashboard=False, log_to_driver=False)
+        started = connect(num_cpus=None, include_dashboard=False, log_to_driver=False)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars, context.print_on_execution_start = False, False
         cpus = int(ray.cluster_resources()["CPU"])
         print(f"{count} generated 128 px images, SSD augmentation + light-model encoding, {cpus} CPUs", flush=True)
 
         ours, peer = interleaved_images_per_s([ray_data_feed(cfg, names), dataloader_feed(cfg, names)])
-        ray.shutdown()
+        if started:
+            ray.shutdown()  # each training run below starts its own
         line(f"preprocess, {cfg.data.workers} Ray Data tasks", ours, f"DataLoader, {cfg.data.workers} workers", peer,
              ">= 0.95x")  # fmt: skip
 

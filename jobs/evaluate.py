@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from jobs.paths import absolute, default_tracking_uri, is_mlflow_uri
 from pipeline.config import EvalConfig, TrackingConfig
 from pipeline.evaluation import evaluate_split, load_any_with_config, log_evaluation
 from pipeline.model_store import ModelLoadError
@@ -39,14 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-log", action="store_true", help="print the metrics only; log nothing to MLflow")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ...; auto: cuda when there is one")
     args = parser.parse_args(argv)
-    uri = args.tracking_uri or f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
-    if args.model.startswith(("models:/", "runs:/")):
+    uri = default_tracking_uri(args.tracking_uri)
+    if is_mlflow_uri(args.model):
         import mlflow
 
         mlflow.set_tracking_uri(uri)
-    shards = args.shards if "://" in args.shards else str(Path(args.shards).resolve())
-    model_source = args.model if "://" in args.model or args.model.startswith(("models:/", "runs:/")) \
-        else str(Path(args.model).resolve())  # fmt: skip
+    shards, model_source = absolute(args.shards), absolute(args.model)
     try:
         device = pick_device(args.device)
         model, config, class_names = load_any_with_config(model_source)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,14 +23,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nms", action="store_true", help="NMS in the graph (one image per call)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     args = parser.parse_args(argv)
+    from jobs.paths import default_tracking_uri, is_mlflow_uri
     from pipeline.evaluation import load_any
     from pipeline.model_store import ModelLoadError
     from pipeline.onnx_export import ExportMismatch, export_verified
 
-    if args.model.startswith(("models:/", "runs:/")):
+    if is_mlflow_uri(args.model):
         import mlflow
 
-        mlflow.set_tracking_uri(args.tracking_uri or f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}")
+        mlflow.set_tracking_uri(default_tracking_uri(args.tracking_uri))
     try:
         model, class_names = load_any(args.model)
         result = export_verified(model, args.out, nms=args.nms)

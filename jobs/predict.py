@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,20 +35,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
+    from jobs.paths import absolute, default_tracking_uri, is_mlflow_uri
     from pipeline.model_store import ModelLoadError
     from pipeline.predict import PredictRequest, predict_folder
     from pipeline.ray_runtime import connect
 
-    def local(p: str | None) -> str | None:
-        return p if p is None or "://" in p else str(Path(p).resolve())  # Ray workers run elsewhere
-
-    tracking = args.tracking_uri
-    if args.model.startswith(("models:/", "runs:/")) and tracking is None:
-        tracking = f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
-    model = args.model if args.model.startswith(("models:/", "runs:/")) else local(args.model)
-    request = PredictRequest(model=model, images=local(args.images), out=local(args.out), tracking_uri=tracking,
-                             format=args.format, draw=local(args.draw), batch_size=args.batch_size,
-                             workers=args.workers, use_gpu=args.gpu)  # fmt: skip
+    tracking = default_tracking_uri(args.tracking_uri) if is_mlflow_uri(args.model) else args.tracking_uri
+    request = PredictRequest(model=absolute(args.model), images=absolute(args.images), out=absolute(args.out),
+                             tracking_uri=tracking, format=args.format, draw=absolute(args.draw),
+                             batch_size=args.batch_size, workers=args.workers, use_gpu=args.gpu)  # fmt: skip
     started = connect(os.environ.get("RAY_ADDRESS"))  # False where tests or notebooks have connected
     try:
         summary = predict_folder(request)

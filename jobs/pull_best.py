@@ -47,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
     from mlflow import MlflowClient
 
+    from jobs.paths import default_tracking_uri
     from pipeline.model_store import ModelLoadError
     from pipeline.registry import RegistryError, find_by_alias, find_by_metric, pull, register
 
-    uri = args.tracking_uri or f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
+    uri = default_tracking_uri(args.tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         print(f"error: no MLflow database at {uri.removeprefix('sqlite:///')}", file=sys.stderr)
         return 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,10 +85,9 @@ def log_evaluation(
     name), beside the runs that trained it: the model's config as params, what was
     evaluated as tags, the metrics and the AP table. The run id, or None when tracking
     failed (it warns; the metrics were printed anyway)."""
-    named = dataclasses.replace(config, train=dataclasses.replace(config.train, run_name=f"evaluate-{split}"))
     tracker = Tracker(tracking, config.name, log, work="evaluation")
-    if tracker.start(named, tags={"evaluated.model": source, "evaluated.shards": shards,
-                                  "evaluated.split": split}) is None:  # fmt: skip
+    tags = {"evaluated.model": source, "evaluated.shards": shards, "evaluated.split": split}
+    if tracker.start(config, tags=tags, run_name=f"evaluate-{split}") is None:
         return None
     tracker.log_metrics(metrics, step=0)
     tracker.log_text(table + "\n", "ap_table.md")

@@ -23,7 +23,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 import ray
 import ray.data
 import torch
@@ -33,6 +32,7 @@ from torchvision.transforms.v2.functional import to_dtype
 from pipeline.config import EvalConfig
 from pipeline.engine import detect_resized
 from ssd_core.augment import resize_for_eval
+from ssd_core.data.shards import resolve
 
 IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "JPG", "JPEG", "PNG"]
 # Explicit, so that a block whose images have no detections still writes list<float>.
@@ -90,6 +90,8 @@ class Detector:
         self.device = torch.device("cuda" if request.use_gpu and torch.cuda.is_available() else "cpu")
         model, self.class_names = load_any(request.model)
         self.model = model.to(self.device).eval()
+        if request.draw:  # once per replica, not per image: an S3 filesystem resolves credentials
+            self.draw_fs, self.draw_root = resolve(request.draw)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> pa.Table:
         size = self.model.image_size
@@ -134,10 +136,9 @@ class Detector:
         ok, encoded = cv2.imencode(Path(relative).suffix.lower(), canvas)
         if not ok:
             raise RuntimeError(f"could not encode the drawn copy of {row['path']}")
-        filesystem, base = pafs.FileSystem.from_uri(self.request.draw)
-        target = f"{base.rstrip('/')}/{relative}"
-        filesystem.create_dir(target.rsplit("/", 1)[0], recursive=True)
-        with filesystem.open_output_stream(target) as stream:
+        target = f"{self.draw_root.rstrip('/')}/{relative}"
+        self.draw_fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        with self.draw_fs.open_output_stream(target) as stream:
             stream.write(encoded.tobytes())
 
 

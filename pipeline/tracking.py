@@ -61,6 +61,7 @@ class Tracker:
             ``http://...``) since Ray moves processes between directories.
         experiment: experiment name.
         log: where warnings go besides ``warnings``.
+        work: what goes on when tracking fails ("training", "evaluation"), for the warning.
     """
 
     def __init__(
@@ -86,10 +87,12 @@ class Tracker:
             return None
 
     def start(
-        self, config: ExperimentConfig, run_id: str | None = None, tags: Mapping[str, str] | None = None
-    ) -> str | None:
+        self, config: ExperimentConfig, run_id: str | None = None, tags: Mapping[str, str] | None = None,
+        run_name: str | None = None,
+    ) -> str | None:  # fmt: skip
         """Start a run (or continue ``run_id``, when resuming) and log the config as params;
-        ``tags`` go on a new run."""
+        a new run is named ``run_name`` (by default the config's run name, else its name)
+        and gets ``tags``."""
 
         def go() -> str:
             import mlflow
@@ -104,8 +107,8 @@ class Tracker:
             run_tags = {"source": "ssd-ray", **(tags or {})}
             if self.cfg.parent_run_id:
                 run_tags["mlflow.parentRunId"] = self.cfg.parent_run_id  # shown nested under the sweep's run
-            run_name = config.train.run_name or config.name
-            run = self._client.create_run(experiment_id, run_name=run_name, tags=run_tags)
+            name = run_name or config.train.run_name or config.name
+            run = self._client.create_run(experiment_id, run_name=name, tags=run_tags)
             params = flatten(to_dict(config))
             from mlflow.entities import Param
 
