@@ -1,8 +1,11 @@
 """The job-wide Ray setup (pipeline/ray_runtime.py)."""
 
 import importlib
+import logging
+import warnings
 
 import ray
+import ray.train
 
 from pipeline import ray_runtime
 
@@ -38,3 +41,32 @@ def test_a_ray_without_those_names_is_left_alone(monkeypatch):
     from ray.data._internal.execution.resource_manager import ResourceManager
 
     assert not hasattr(ResourceManager, "NO_SUCH_TIMING_S")
+
+
+@ray.remote(num_cpus=0)
+def executor_log_level_in_a_worker() -> int:
+    return logging.getLogger("ray.data._internal.execution.streaming_executor").level
+
+
+def test_ray_datas_per_epoch_finished_line_stays_out_of_the_console(ray_cluster):
+    # Ray Data logs "Dataset ... execution finished" at INFO: every epoch, from whichever
+    # process runs the executor (a split coordinator, a train worker, the driver).
+    assert ray.get(executor_log_level_in_a_worker.remote()) == logging.WARNING
+    ray_runtime.prepare_process()
+    assert logging.getLogger("ray.data._internal.execution.streaming_executor").level == logging.WARNING
+
+
+def exclude_resources_warnings() -> list[str]:
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ray_runtime.prepare_process()  # its filter goes in front of "always"
+        ray.train.DataConfig.default_ingest_options()  # Ray's own call that warns in 2.60
+    return [str(w.message) for w in seen if "exclude_resources" in str(w.message)]
+
+
+def test_rays_own_deprecation_warning_is_kept_out(monkeypatch):
+    own = ray_runtime.RAY_OWN_WARNINGS
+    monkeypatch.setattr(ray_runtime, "RAY_OWN_WARNINGS", ())
+    assert exclude_resources_warnings(), "Ray no longer warns here: drop the filter"
+    monkeypatch.setattr(ray_runtime, "RAY_OWN_WARNINGS", own)
+    assert exclude_resources_warnings() == []
