@@ -19,10 +19,11 @@ pipeline runs at Ray's own timings (a debug line says so).
 
 It also keeps Ray's own chatter out of a job's console, where it buried the epoch lines:
 Ray Data's INFO lines "Dataset ... execution finished in N seconds" (every epoch; the
-epoch line says it better) and its Parquet reader's size estimates, and a deprecation
+epoch line says it better) and its Parquet reader's size estimates, its warning that
+progress bars are off (the jobs turn them off for their own lines), and a deprecation
 warning that Ray Train 2.60's own ``DataConfig.default_ingest_options`` triggers
-(``exclude_resources``), which a user can do nothing about. Warnings and errors of those
-loggers still show.
+(``exclude_resources``), which a user can do nothing about. Errors of those loggers, and
+the warnings of the first two, still show.
 """
 
 from __future__ import annotations
@@ -48,11 +49,14 @@ DATA_EXECUTOR_TIMINGS: dict[tuple[str, str | None, str], float] = {
 }
 
 
-# Loggers whose INFO lines stay out of the console (they still log warnings and errors).
-QUIET_LOGGERS = (
-    "ray.data._internal.execution.streaming_executor",  # "Dataset ... execution finished"
-    "ray.data._internal.datasource.parquet_datasource",  # its encoding-ratio estimates
-)
+# Loggers of Ray's and the least level of theirs that still reaches the console.
+QUIET_LOGGERS = {
+    "ray.data._internal.execution.streaming_executor": logging.WARNING,  # "Dataset ... execution finished"
+    "ray.data._internal.datasource.parquet_datasource": logging.WARNING,  # its encoding-ratio estimates
+    # "Progress bars disabled. To enable, ...", from every process that runs an executor:
+    # the jobs turn them off on purpose and print their own progress lines.
+    "ray.data._internal.progress": logging.ERROR,
+}
 # Warnings Ray raises about its own calls, matched from the start of the message.
 RAY_OWN_WARNINGS = (r"`ExecutionOptions\.exclude_resources` is deprecated",)
 
@@ -61,8 +65,8 @@ def prepare_process() -> None:
     """Set the Ray Data executor timings in this process and quiet Ray's per-epoch
     noise. Ray runs it in every worker process of a job started by :func:`connect`
     (``worker_process_setup_hook``)."""
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name, level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(level)
     for message in RAY_OWN_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     for (module_name, class_name, attribute), seconds in DATA_EXECUTOR_TIMINGS.items():
