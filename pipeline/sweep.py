@@ -230,8 +230,7 @@ def summarise(results: Any, sweep: SweepConfig, cfg: ExperimentConfig, parent: s
 
         name, version = champion["model_uri"].removeprefix("models:/").rsplit("/", 1)
         MlflowClient(cfg.tracking.uri).set_registered_model_alias(name, sweep.alias, version)
-        champion["alias_uri"] = f"models:/{name}@{sweep.alias}"
-        log(f"champion: trial {champion['trial']} ({sweep.metric} {champion['metric']:.4f}) -> {champion['alias_uri']}")
+        champion["alias_uri"] = f"models:/{name}@{sweep.alias}"  # jobs.sweep prints it last
     if parent is not None:
         _log_summary(cfg, parent, sweep, rows, table, champion)
     return {"rows": rows, "champion": champion, "parent_run_id": parent}
