@@ -129,7 +129,8 @@ def run_trial(params: dict[str, Any]) -> None:
 
     setup = params.pop("__sweep__")
     trial_id = tune.get_context().get_trial_id()
-    cfg = trial_config(setup["base"], params, trial_id, setup["parent_run_id"])
+    base = setup["base"]  # a dict in sweeps started before it became a JSON string
+    cfg = trial_config(json.loads(base) if isinstance(base, str) else base, params, trial_id, setup["parent_run_id"])
     train_on_ray(cfg, log=print_now, callbacks=[TuneReportCallback()])
 
 
@@ -155,7 +156,10 @@ def build_tuner(sweep: SweepConfig, cfg: ExperimentConfig, parent_run_id: str | 
     if restore:
         return tune.Tuner.restore(f"{storage}/{sweep.name}", trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)  # fmt: skip
-    space = {**search_space(sweep.space), "__sweep__": {"base": to_dict(cfg), "parent_run_id": parent_run_id}}
+    # The base travels in the param space, so that --restore trains what the sweep started
+    # with; as one JSON string, so that Tune shows it as one row, not ~70 per trial.
+    setup = {"base": json.dumps(to_dict(cfg)), "parent_run_id": parent_run_id}
+    space = {**search_space(sweep.space), "__sweep__": setup}
     if sweep.search == "random":
         from ray.tune.search import BasicVariantGenerator
 
