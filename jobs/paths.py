@@ -14,8 +14,12 @@ MLFLOW_URI_PREFIXES = ("models:/", "runs:/")
 
 def default_tracking_uri(given: str | None) -> str:
     """``given`` (``--tracking-uri`` or MLFLOW_TRACKING_URI), else the SQLite store the
-    training job writes by default, ``./mlruns/mlflow.db``."""
-    return given or f"sqlite:///{(Path.cwd() / 'mlruns' / 'mlflow.db').resolve()}"
+    training job writes by default, ``./mlruns/mlflow.db``. A local path is a SQLite file,
+    as in the config's ``tracking.uri``: ``MLFLOW_TRACKING_URI=runs/x.db`` means the same
+    store to ``jobs.train`` and to every other job (MLflow itself would take it for a
+    file-store folder and find nothing there)."""
+    given = given or "mlruns/mlflow.db"
+    return given if "://" in given else f"sqlite:///{Path(given).resolve()}"
 
 
 def is_mlflow_uri(source: str) -> bool:

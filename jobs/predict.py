@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.predict import PredictRequest, predict_folder
     from pipeline.ray_runtime import connect
 
-    tracking = default_tracking_uri(args.tracking_uri) if is_mlflow_uri(args.model) else args.tracking_uri
+    tracking = default_tracking_uri(args.tracking_uri) if is_mlflow_uri(args.model) else None  # local: none needed
     request = PredictRequest(model=absolute(args.model), images=absolute(args.images), out=absolute(args.out),
                              tracking_uri=tracking, format=args.format, draw=absolute(args.draw),
                              batch_size=args.batch_size, workers=args.workers, use_gpu=args.gpu)  # fmt: skip

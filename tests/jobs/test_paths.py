@@ -15,3 +15,12 @@ def test_default_tracking_uri_is_the_training_jobs_store(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert default_tracking_uri(None) == f"sqlite:///{Path(tmp_path) / 'mlruns' / 'mlflow.db'}"
     assert default_tracking_uri("http://host:5000") == "http://host:5000"
+
+
+def test_a_local_tracking_path_is_the_sqlite_file_the_training_job_writes(tmp_path, monkeypatch):
+    from pipeline.config import load_config, with_absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    trained = with_absolute_paths(load_config(None, ["tracking.uri=runs/x.db"]), tmp_path).tracking.uri
+    assert default_tracking_uri("runs/x.db") == trained == f"sqlite:///{tmp_path / 'runs' / 'x.db'}"
+    assert default_tracking_uri("sqlite:////abs/y.db") == "sqlite:////abs/y.db"
