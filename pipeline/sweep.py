@@ -157,7 +157,7 @@ def build_tuner(sweep: SweepConfig, cfg: ExperimentConfig, parent_run_id: str | 
         return tune.Tuner.restore(f"{storage}/{sweep.name}", trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)  # fmt: skip
     # The base travels in the param space, so that --restore trains what the sweep started
-    # with; as one JSON string, so that Tune shows it as one row, not ~70 per trial.
+    # with; as one JSON string, so that Tune shows it as one row, not ~70.
     setup = {"base": json.dumps(to_dict(cfg)), "parent_run_id": parent_run_id}
     space = {**search_space(sweep.space), "__sweep__": setup}
     if sweep.search == "random":
