@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,20 +54,15 @@ def evaluate_split(
     if tuple(read_manifest(shards)["class_names"]) != class_names:
         raise ValueError(f"{shards}: the shards' classes differ from the model's {class_names}")
     total = check_shards(shards, split)
-    detections, truths, chunk = [], [], []
-    for record in read_shards(shards, split):
-        chunk.append(record)
-        if len(chunk) == CHUNK:
-            detections += predict(model, [decode(r) for r in chunk], cfg, device=device)
-            chunk = []
-            if progress is not None:
-                progress(len(detections), total)
-        truths.append({"boxes": record.boxes, "labels": record.labels, "difficult": record.difficult | record.iscrowd,
-                       "iscrowd": record.iscrowd})  # fmt: skip
-    if chunk:
+    detections: list[dict] = []
+    truths: list[dict] = []
+    records = read_shards(shards, split)
+    while chunk := list(itertools.islice(records, CHUNK)):
         detections += predict(model, [decode(r) for r in chunk], cfg, device=device)
-    if progress is not None:
-        progress(len(detections), total)
+        truths += [{"boxes": r.boxes, "labels": r.labels, "difficult": r.difficult | r.iscrowd, "iscrowd": r.iscrowd}
+                   for r in chunk]  # fmt: skip
+        if progress is not None:
+            progress(len(detections), total)
     voc = evaluate_voc(detections, truths)
     coco = evaluate_coco(detections, truths)
     table = ap_table(voc["AP"], class_names, voc["mAP"]).rstrip()

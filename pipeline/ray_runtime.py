@@ -18,12 +18,13 @@ Both are private names; where a Ray release renames them, nothing is changed and
 pipeline runs at Ray's own timings (a debug line says so).
 
 It also keeps Ray's own chatter out of a job's console, where it buried the epoch lines:
-Ray Data's INFO lines "Dataset ... execution finished in N seconds" (every epoch; the
-epoch line says it better) and its Parquet reader's size estimates, its warning that
+Ray Train's INFO line with every report's metrics dict and Ray Data's "Dataset ...
+execution finished in N seconds" (every epoch; the epoch line says both better), the
+Parquet reader's size estimates, Ray Data's warning that
 progress bars are off (the jobs turn them off for their own lines), and a deprecation
 warning that Ray Train 2.60's own ``DataConfig.default_ingest_options`` triggers
 (``exclude_resources``), which a user can do nothing about. Errors of those loggers, and
-the warnings of the first two, still show.
+the warnings of all but the progress-bar one, still show.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from __future__ import annotations
 import importlib
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -56,6 +58,10 @@ QUIET_LOGGERS = {
     # "Progress bars disabled. To enable, ...", from every process that runs an executor:
     # the jobs turn them off on purpose and print their own progress lines.
     "ray.data._internal.progress": logging.ERROR,
+    # "Reporting training result N: TrainingReport(...)", the whole metrics dict, every epoch
+    # under the epoch line. Ray Train 2.60 names this logger after its source file, which
+    # RunConfig's log level does not reach; the name is derived without importing Ray Train.
+    str(Path(ray.__file__).parent / "train" / "v2" / "_internal" / "execution" / "context.py"): logging.WARNING,
 }
 # Warnings Ray raises about its own calls, matched from the start of the message.
 RAY_OWN_WARNINGS = (r"`ExecutionOptions\.exclude_resources` is deprecated",)

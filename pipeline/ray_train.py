@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -113,20 +112,9 @@ class RaySession:
         )
 
 
-def quiet_train_reports() -> None:
-    """Keep Ray Train's INFO line for every ``ray.train.report`` (the whole metrics dict,
-    each epoch, right under our epoch line) out of the console. Ray 2.60 logs it under a
-    logger named after its source file, which ``RunConfig``'s log level does not reach;
-    where a release moves that module, nothing is changed."""
-    module = sys.modules.get("ray.train.v2._internal.execution.context")
-    if module is not None and getattr(module, "__file__", None):
-        logging.getLogger(module.__file__).setLevel(logging.WARNING)
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """What each Ray Train worker runs."""
     cfg = from_dict(config["experiment"])
-    quiet_train_reports()
     session = RaySession()
     feed = RayFeed(cfg, session.rank, session.world_size, config["clock"])
     # Ray Train routes a worker's print through its logger and also tees it to stdout

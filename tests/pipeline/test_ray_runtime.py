@@ -70,3 +70,12 @@ def test_rays_own_deprecation_warning_is_kept_out(monkeypatch):
     assert exclude_resources_warnings(), "Ray no longer warns here: drop the filter"
     monkeypatch.setattr(ray_runtime, "RAY_OWN_WARNINGS", own)
     assert exclude_resources_warnings() == []
+
+
+def test_ray_trains_per_report_line_is_quieted():
+    # Ray 2.60 logs each ray.train.report, the whole metrics dict, at INFO on every epoch.
+    from ray.train.v2._internal.execution import context
+
+    context.logger.setLevel(logging.NOTSET)  # as Ray leaves it (a run in this session may have set it)
+    ray_runtime.prepare_process()
+    assert context.logger.level == logging.WARNING

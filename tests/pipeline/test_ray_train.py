@@ -1,7 +1,6 @@
 """Ray Data + Ray Train on the session's local Ray (tests/conftest.py: 8 logical CPUs)."""
 
 import hashlib
-import logging
 import os
 import signal
 import threading
@@ -187,14 +186,3 @@ def test_resource_check_names_what_does_not_fit():
     with pytest.warns(UserWarning, match="free now"):
         check_resources(too_many, lines.append)
     assert len(lines) == 1 and "data.stall_timeout_s" in lines[0]
-
-
-def test_ray_trains_per_report_line_is_quieted():
-    # Ray 2.60 logs each ray.train.report, the whole metrics dict, at INFO on every epoch.
-    from ray.train.v2._internal.execution import context
-
-    from pipeline.ray_train import quiet_train_reports
-
-    context.logger.setLevel(logging.NOTSET)  # as Ray leaves it (a run in this session may have set it)
-    quiet_train_reports()
-    assert context.logger.level == logging.WARNING
