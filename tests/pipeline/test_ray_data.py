@@ -3,9 +3,9 @@
 import pytest
 import ray
 
-from pipeline.config import load_config
+from pipeline.config import load_config, to_dict
 from pipeline.local_train import prepare_data
-from pipeline.ray_data import EpochClock, train_dataset
+from pipeline.ray_data import EpochClock, TrainTransform, ValTransform, train_dataset
 from ssd_core.data.shards import read_shards, write_shards
 
 
@@ -44,3 +44,18 @@ def test_fewer_shards_than_two_per_worker_are_split(tmp_path, ray_cluster, worke
     ds = train_dataset(cfg, names, clock)
     assert sum(len(b["image"]) for b in ds.iter_batches(batch_size=None, batch_format="numpy")) == 48
     assert f"MapBatches(_train_batches): {2 * workers} tasks executed" in ds.stats()
+
+
+@pytest.mark.parametrize("cpus", [0.5, 1, 3])
+def test_transforms_run_opencv_on_the_task_cpus(cpus):
+    """OpenCV's pool spans every core unless told otherwise, and a data task that holds
+    one CPU would compete with the training worker beside it for the rest."""
+    cv2 = pytest.importorskip("cv2")
+    before = cv2.getNumThreads()
+    try:
+        for kind in (TrainTransform, ValTransform):
+            cv2.setNumThreads(7)
+            kind(to_dict(load_config(None, [f"data.cpus_per_worker={cpus}"])), ("a", "b"))
+            assert cv2.getNumThreads() == max(1, int(cpus)), kind
+    finally:
+        cv2.setNumThreads(before)
