@@ -10,6 +10,9 @@
    doing the same per-epoch work inline (read shards, decode, augment, encode, train),
    images/s of the last of three epochs, over ``--rounds`` runs of each.
    Target: at most 10% slower (>= 0.90x).
+3. Training alone: the same loop on one epoch of batches made before the timing starts
+   and replayed, in a Ray Train worker and in a plain process: what Ray Train itself
+   costs, with nothing preprocessed beside it (no target; it says where 2. loses).
 
 Ours and the peer take turns (epoch by epoch, run by run): the machine these run on is
 a shared VM whose speed drifts by 10-25% within minutes, and taking turns puts the drift
@@ -31,14 +34,16 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import ray
+import ray.train
+import ray.train.torch
 import torch
 
-from pipeline.config import ExperimentConfig, load_config, to_dict
+from pipeline.config import ExperimentConfig, from_dict, load_config, to_dict
 from pipeline.local_train import LocalSession, prepare_data
 from pipeline.ray_data import EpochClock, TrainTransform, train_dataset
 from pipeline.ray_runtime import connect
-from pipeline.ray_train import train_on_ray
-from pipeline.train_loop import run_training
+from pipeline.ray_train import RaySession, train_on_ray
+from pipeline.train_loop import TrainBatch, run_training
 from ssd_core.data.shards import shard_paths
 
 
@@ -72,6 +77,20 @@ class InlineFeed:
         for chunk in ShardStream(self.cfg, self.class_names, epoch):
             for start in range(0, chunk["image"].shape[0] - size + 1, size):
                 yield tuple(chunk[k][start : start + size] for k in ("image", "loc_targets", "labels"))
+
+    def val_batches(self) -> Iterator[dict]:
+        return iter(())
+
+
+class HeldFeed:
+    """One epoch of the inline feed's batches, made once before training and replayed
+    every epoch: training with nothing preprocessed while it runs."""
+
+    def __init__(self, cfg: ExperimentConfig, class_names: tuple[str, ...]) -> None:
+        self.batches = list(InlineFeed(cfg, class_names).train_batches(1))
+
+    def train_batches(self, epoch: int) -> Iterator[TrainBatch]:
+        return iter(self.batches)
 
     def val_batches(self) -> Iterator[dict]:
         return iter(())
@@ -135,6 +154,35 @@ def plain_epoch(cfg: ExperimentConfig, names: tuple[str, ...], count: int, folde
     return session.reports[-1]["images_per_s"], session.reports[-1]["data_wait"]
 
 
+def _held_worker(config: dict) -> None:
+    cfg, names = from_dict(config["experiment"]), tuple(config["class_names"])
+    run_training(cfg, names, config["num_train"], HeldFeed(cfg, names), RaySession(), lambda line: None)
+
+
+def ray_train_held(cfg: ExperimentConfig, names: tuple[str, ...], count: int, run_name: str) -> float:
+    """Images/s of the last epoch of one Ray Train worker (as ``train_on_ray`` places it)
+    training on a :class:`HeldFeed`."""
+    started = connect(num_cpus=None, include_dashboard=False, log_to_driver=False)
+    try:
+        trainer = ray.train.torch.TorchTrainer(
+            _held_worker,
+            train_loop_config={"experiment": to_dict(cfg), "class_names": list(names), "num_train": count},
+            scaling_config=ray.train.ScalingConfig(num_workers=1,
+                                                   resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+            run_config=ray.train.RunConfig(name=run_name, storage_path=cfg.train.checkpoint_dir),
+        )  # fmt: skip
+        return trainer.fit().metrics["images_per_s"]
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def plain_held(cfg: ExperimentConfig, names: tuple[str, ...], count: int, folder: Path) -> float:
+    session = LocalSession(folder, keep=1, resume=False)
+    run_training(cfg, names, count, HeldFeed(cfg, names), session, lambda line: None)
+    return session.reports[-1]["images_per_s"]
+
+
 def line(name: str, ours: float, peer_name: str, peer: float, target: str) -> None:
     """Our images/s, the peer's, the target, and the ratio (ours / peer) last."""
     print(f"{name:<36} ours {ours:8.1f} img/s   {peer_name:<28} {peer:8.1f} img/s   {target:<9} "
@@ -178,6 +226,15 @@ def main() -> None:
                   f"(preprocessing inline, {100 * plain_runs[-1][1]:.0f}%)", flush=True)  # fmt: skip
         line("train epoch, 1 Ray Train worker", statistics.mean(r[0] for r in ray_runs),
              "plain single-process loop", statistics.mean(r[0] for r in plain_runs), ">= 0.90x")  # fmt: skip
+
+        ray_held, plain_held_runs = [], []
+        for r in range(args.rounds):
+            ray_held.append(ray_train_held(train_cfg, names, count, f"bench-held-{r}"))
+            plain_held_runs.append(plain_held(train_cfg, names, count, base / "runs" / f"bench-held-plain-{r}"))
+            print(f"  round {r + 1}: held batches, Ray Train worker {ray_held[-1]:.1f} img/s, plain process "
+                  f"{plain_held_runs[-1]:.1f} img/s", flush=True)  # fmt: skip
+        line("train alone, held batches, Ray Train", statistics.mean(ray_held), "the same in a plain process",
+             statistics.mean(plain_held_runs), "")  # fmt: skip
 
 
 if __name__ == "__main__":
