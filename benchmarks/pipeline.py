@@ -43,7 +43,7 @@ from pipeline.local_train import LocalSession, prepare_data
 from pipeline.ray_data import EpochClock, TrainTransform, train_dataset
 from pipeline.ray_runtime import connect
 from pipeline.ray_train import RaySession, train_on_ray
-from pipeline.train_loop import TrainBatch, run_training
+from pipeline.train_loop import Feed, TrainBatch, run_training
 from ssd_core.data.shards import shard_paths
 
 
@@ -146,11 +146,13 @@ def ray_train_epoch(cfg: ExperimentConfig, run_name: str) -> tuple[float, float]
             ray.shutdown()  # the plain loop gets the machine to itself
 
 
-def plain_epoch(cfg: ExperimentConfig, names: tuple[str, ...], count: int, folder: Path) -> tuple[float, float]:
+def plain_epoch(
+    cfg: ExperimentConfig, names: tuple[str, ...], count: int, folder: Path, feed: Feed | None = None
+) -> tuple[float, float]:
     """(images/s, data-wait fraction) of the last epoch of the plain single-process loop
-    over ``count`` training images."""
+    over ``count`` training images, fed by ``feed`` (default: an :class:`InlineFeed`)."""
     session = LocalSession(folder, keep=1, resume=False)
-    run_training(cfg, names, count, InlineFeed(cfg, names), session, lambda line: None)
+    run_training(cfg, names, count, feed or InlineFeed(cfg, names), session, lambda line: None)
     return session.reports[-1]["images_per_s"], session.reports[-1]["data_wait"]
 
 
@@ -175,12 +177,6 @@ def ray_train_held(cfg: ExperimentConfig, names: tuple[str, ...], count: int, ru
     finally:
         if started:
             ray.shutdown()
-
-
-def plain_held(cfg: ExperimentConfig, names: tuple[str, ...], count: int, folder: Path) -> float:
-    session = LocalSession(folder, keep=1, resume=False)
-    run_training(cfg, names, count, HeldFeed(cfg, names), session, lambda line: None)
-    return session.reports[-1]["images_per_s"]
 
 
 def line(name: str, ours: float, peer_name: str, peer: float, target: str) -> None:
@@ -230,7 +226,8 @@ def main() -> None:
         ray_held, plain_held_runs = [], []
         for r in range(args.rounds):
             ray_held.append(ray_train_held(train_cfg, names, count, f"bench-held-{r}"))
-            plain_held_runs.append(plain_held(train_cfg, names, count, base / "runs" / f"bench-held-plain-{r}"))
+            plain_held_runs.append(plain_epoch(train_cfg, names, count, base / "runs" / f"bench-held-plain-{r}",
+                                               HeldFeed(train_cfg, names))[0])
             print(f"  round {r + 1}: held batches, Ray Train worker {ray_held[-1]:.1f} img/s, plain process "
                   f"{plain_held_runs[-1]:.1f} img/s", flush=True)  # fmt: skip
         line("train alone, held batches, Ray Train", statistics.mean(ray_held), "the same in a plain process",

@@ -57,7 +57,7 @@ class EpochClock:
         return self.epoch
 
 
-def use_task_threads(cpus: float) -> None:
+def fit_opencv_to_task(cpus: float) -> None:
     """OpenCV in this process on as many threads as the task holds CPUs (at least one).
 
     Ray gives torch a task's CPUs (``OMP_NUM_THREADS``) but not OpenCV, whose pool spans
@@ -78,7 +78,7 @@ class TrainTransform:
 
     def __init__(self, config: dict, class_names: Sequence[str]) -> None:
         self.cfg: ExperimentConfig = from_dict(config)
-        use_task_threads(self.cfg.data.cpus_per_worker)
+        fit_opencv_to_task(self.cfg.data.cpus_per_worker)
         self.class_names = tuple(class_names)
         model = build_model(self.cfg.model, num_classes=len(self.class_names) + 1)
         self.size = model.image_size
@@ -105,7 +105,7 @@ class ValTransform:
 
     def __init__(self, config: dict, class_names: Sequence[str]) -> None:
         cfg = from_dict(config)
-        use_task_threads(cfg.data.cpus_per_worker)
+        fit_opencv_to_task(cfg.data.cpus_per_worker)
         self.size = build_model(cfg.model, num_classes=len(class_names) + 1).image_size
         self.class_names = tuple(class_names)
 

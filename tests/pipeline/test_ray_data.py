@@ -1,5 +1,6 @@
 """How Ray Data lays out the training read: tasks per shard, fusion, splitting."""
 
+import cv2
 import pytest
 import ray
 
@@ -50,7 +51,6 @@ def test_fewer_shards_than_two_per_worker_are_split(tmp_path, ray_cluster, worke
 def test_transforms_run_opencv_on_the_task_cpus(cpus):
     """OpenCV's pool spans every core unless told otherwise, and a data task that holds
     one CPU would compete with the training worker beside it for the rest."""
-    cv2 = pytest.importorskip("cv2")
     before = cv2.getNumThreads()
     try:
         for kind in (TrainTransform, ValTransform):
