@@ -203,7 +203,8 @@ def main() -> None:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars, context.print_on_execution_start = False, False
         cpus = int(ray.cluster_resources()["CPU"])
-        print(f"{count} generated 128 px images, SSD augmentation + light-model encoding, {cpus} CPUs", flush=True)
+        print(f"{count} generated {cfg.model.image_size} px images, SSD augmentation + light-model encoding, "
+              f"{cpus} CPUs", flush=True)  # fmt: skip
 
         ours, peer = interleaved_images_per_s([ray_data_feed(cfg, names), dataloader_feed(cfg, names)])
         if started:
