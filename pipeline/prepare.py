@@ -65,8 +65,10 @@ def prepare_shards(request: PrepareRequest, log: Callable[[str], None] = print) 
         log(f"{split}: {len(records)} images read from {request.source} at {request.root} ({skipped.summary()})")
         entries[split] = write_shards(
             records, request.out, split, request.shard_size, source=f"{request.source}:{request.root}",
-            progress=progress_printer(f"write {split} shards"),
+            progress=progress_printer(f"{split} shards"),
         )  # fmt: skip
-        log(f"{split}: {entries[split]['images']} images, {entries[split]['objects']} objects in "
-            f"{len(entries[split]['shards'])} shards at {request.out}")  # fmt: skip
+        entry = entries[split]
+        kept = len(entry["shards"]) - entry["written"]
+        log(f"{split}: {entry['images']} images, {entry['objects']} objects in {len(entry['shards'])} shards at "
+            f"{request.out} ({entry['written']} written, {kept} already complete and kept)")  # fmt: skip
     return entries

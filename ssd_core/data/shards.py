@@ -116,7 +116,9 @@ def write_shards(
     """Write ``records`` as the shards of ``split`` under ``out`` and update the manifest.
 
     Returns:
-        The split's manifest entry (shard files, image and object counts, per-class counts).
+        The split's manifest entry (shard files, image and object counts, per-class counts),
+        plus ``written``: how many shards this call wrote (the others were already complete
+        and were kept).
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -126,7 +128,7 @@ def write_shards(
     fs.create_dir(root, recursive=True)
     local = isinstance(fs, pafs.LocalFileSystem)
     count = math.ceil(len(records) / shard_size)
-    files = []
+    files, written = [], 0
     for i in range(count):
         chunk = records[i * shard_size : (i + 1) * shard_size]
         name = f"{split}-{i:05d}-of-{count:05d}.parquet"
@@ -138,6 +140,7 @@ def write_shards(
                 pq.write_table(_table(chunk), f, compression="none")  # JPEG bytes do not compress
             if local:
                 fs.move(target, path)
+            written += 1
         if progress is not None:
             progress(min((i + 1) * shard_size, len(records)), len(records))
 
@@ -158,7 +161,7 @@ def write_shards(
     manifest.setdefault("splits", {})[split] = entry
     with fs.open_output_stream(f"{root}/{MANIFEST}") as f:
         f.write(json.dumps(manifest, indent=2).encode())
-    return entry
+    return {**entry, "written": written}
 
 
 def read_manifest(out: str | Path) -> dict[str, Any]:

@@ -12,10 +12,12 @@ def test_shapes_to_shards_and_rerun_resumes(tmp_path, capsys):
     assert manifest["splits"]["train"]["images"] == 40 and len(manifest["splits"]["train"]["shards"]) == 3
     assert len(list(read_shards(tmp_path / "shards", "val"))) == 10
     out = capsys.readouterr().out
-    assert "write train shards: 40/40 (100%)" in out and "nothing skipped" in out
+    assert "train shards: 40/40 (100%)" in out and "nothing skipped" in out
+    assert "3 shards at" in out and "(3 written, 0 already complete and kept)" in out
     stamps = [os.stat(p).st_mtime_ns for p in shard_paths(tmp_path / "shards", "train")]
     assert main(args) == 0
     assert [os.stat(p).st_mtime_ns for p in shard_paths(tmp_path / "shards", "train")] == stamps
+    assert "(0 written, 3 already complete and kept)" in capsys.readouterr().out
 
 
 def test_bad_dataset_path_is_a_clear_error(tmp_path, capsys):

@@ -29,7 +29,8 @@ def assert_same(a, b):
 def test_round_trip_loses_nothing(records, tmp_path):
     out = tmp_path / "shards"
     entry = write_shards(records, out, "train", shard_size=5, source="shapes seed 2")
-    assert entry["images"] == 23 and len(entry["shards"]) == 5
+    assert entry["images"] == 23 and len(entry["shards"]) == 5 and entry["written"] == 5
+    assert "written" not in read_manifest(out)["splits"]["train"]  # what one call did, not the data's
     assert entry["objects"] == sum(len(r.labels) for r in records) == sum(entry["per_class"].values())
     back = list(read_shards(out, "train"))
     assert len(back) == 23
@@ -54,7 +55,7 @@ def test_rerun_resumes_and_rewrites_only_what_is_missing(records, tmp_path):
     os.remove(paths[2])
     Path(paths[3]).write_bytes(b"PAR1 truncated")  # a shard cut short by a crash
     (out / "train-00000-of-00005.parquet.tmp").write_bytes(b"partial")  # a leftover temp file
-    write_shards(records, out, "train", shard_size=5)
+    assert write_shards(records, out, "train", shard_size=5)["written"] == 2
     after = [os.stat(p).st_mtime_ns for p in paths]
     assert after[0] == stamps[0] and after[1] == stamps[1] and after[4] == stamps[4]
     assert len(list(read_shards(out, "train"))) == 23
