@@ -42,7 +42,7 @@ from pipeline.config import ExperimentConfig, from_dict, load_config, to_dict
 from pipeline.local_train import LocalSession, prepare_data
 from pipeline.ray_data import EpochClock, TrainTransform, train_dataset
 from pipeline.ray_runtime import connect
-from pipeline.ray_train import RaySession, train_on_ray
+from pipeline.ray_train import RaySession, scaling_config, train_on_ray
 from pipeline.train_loop import Feed, TrainBatch, run_training
 from ssd_core.data.shards import shard_paths
 
@@ -169,8 +169,7 @@ def ray_train_held(cfg: ExperimentConfig, names: tuple[str, ...], count: int, ru
         trainer = ray.train.torch.TorchTrainer(
             _held_worker,
             train_loop_config={"experiment": to_dict(cfg), "class_names": list(names), "num_train": count},
-            scaling_config=ray.train.ScalingConfig(num_workers=1,
-                                                   resources_per_worker={"CPU": cfg.train.cpus_per_worker}),
+            scaling_config=scaling_config(cfg),
             run_config=ray.train.RunConfig(name=run_name, storage_path=cfg.train.checkpoint_dir),
         )  # fmt: skip
         return trainer.fit().metrics["images_per_s"]

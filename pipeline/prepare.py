@@ -63,11 +63,10 @@ def prepare_shards(request: PrepareRequest, log: Callable[[str], None] = print) 
         skipped = SkipCounter()
         records = read_split(request, split, skipped)
         log(f"{split}: {len(records)} images read from {request.source} at {request.root} ({skipped.summary()})")
-        entries[split] = write_shards(
+        entry = entries[split] = write_shards(
             records, request.out, split, request.shard_size, source=f"{request.source}:{request.root}",
             progress=progress_printer(f"{split} shards"),
         )  # fmt: skip
-        entry = entries[split]
         kept = len(entry["shards"]) - entry["written"]
         log(f"{split}: {entry['images']} images, {entry['objects']} objects in {len(entry['shards'])} shards at "
             f"{request.out} ({entry['written']} written, {kept} already complete and kept)")  # fmt: skip

@@ -144,6 +144,15 @@ def check_resources(cfg: ExperimentConfig, log: Callable[[str], None]) -> None:
         log(f"warning: {message}")
 
 
+def scaling_config(cfg: ExperimentConfig) -> ray.train.ScalingConfig:
+    """The train workers and what each reserves (a GPU each with ``train.use_gpu``)."""
+    resources = {"CPU": cfg.train.cpus_per_worker}
+    if cfg.train.use_gpu:
+        resources["GPU"] = 1
+    return ray.train.ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                   resources_per_worker=resources)  # fmt: skip
+
+
 def train_on_ray(
     cfg: ExperimentConfig, log: Callable[[str], None] = print_now, callbacks: Sequence[Any] = ()
 ) -> ray.train.Result:
@@ -167,15 +176,11 @@ def train_on_ray(
     datasets = {"train": train_dataset(cfg, class_names, clock), **val_datasets(cfg, class_names, workers)}
     ingest = ray.train.DataConfig.default_ingest_options()  # Ray Train's own, from the DataContext
     ingest.preserve_order = cfg.data.preserve_order
-    resources = {"CPU": cfg.train.cpus_per_worker}
-    if cfg.train.use_gpu:
-        resources["GPU"] = 1
     trainer = ray.train.torch.TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"experiment": to_dict(cfg), "class_names": list(class_names), "num_train": num_train,
                            "clock": clock},  # fmt: skip
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=cfg.train.use_gpu,
-                                               resources_per_worker=resources),  # fmt: skip
+        scaling_config=scaling_config(cfg),
         run_config=ray.train.RunConfig(
             name=cfg.train.run_name or cfg.name,
             storage_path=cfg.train.checkpoint_dir,
