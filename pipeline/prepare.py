@@ -74,6 +74,7 @@ def prepare_shards(request: PrepareRequest, log: Callable[[str], None] = print) 
             progress=progress_printer(f"{split} shards"),
         )  # fmt: skip
         kept = len(entry["shards"]) - entry["written"]
+        stale = f"; {entry['removed']} stale shard files of an earlier run removed" if entry["removed"] else ""
         log(f"{split}: {entry['images']} images, {entry['objects']} objects in {len(entry['shards'])} shards at "
-            f"{request.out} ({entry['written']} written, {kept} already complete and kept)")  # fmt: skip
+            f"{request.out} ({entry['written']} written, {kept} already complete and kept{stale})")  # fmt: skip
     return entries

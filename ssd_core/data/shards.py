@@ -14,13 +14,16 @@ Writing decodes every image once, so a corrupt, truncated or mis-sized file fail
 with its path named, not deep inside a training epoch. Each local shard is written under a
 temporary name and renamed when complete (an object store publishes an object only when
 it is closed), and the manifest comes last; rerunning skips the shards already complete,
-so an interrupted conversion resumes.
+so an interrupted conversion resumes. A rerun whose split changed size (so its shards
+are named ``-of-`` another count) removes the split's shards the new manifest no longer
+lists, after writing it, so the folder holds one copy of the data.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -161,7 +164,24 @@ def write_shards(
     manifest.setdefault("splits", {})[split] = entry
     with fs.open_output_stream(f"{root}/{MANIFEST}") as f:
         f.write(json.dumps(manifest, indent=2).encode())
-    return {**entry, "written": written}
+    # Only after the manifest names the new files: a crash before this line leaves the old
+    # manifest's shards in place, so whichever manifest is there still reads.
+    removed = remove_unlisted(fs, root, split, set(files))
+    return {**entry, "written": written, "removed": removed}
+
+
+def remove_unlisted(fs: pafs.FileSystem, root: str, split: str, listed: set[str]) -> int:
+    """Delete ``split``'s shard files (and leftover ``.tmp`` files) under ``root`` that are
+    not in ``listed``; returns how many. Only names this module writes are touched
+    (``{split}-NNNNN-of-NNNNN.parquet[.tmp]``), never another split's or a user's file."""
+    pattern = re.compile(rf"{re.escape(split)}-\d{{5}}-of-\d{{5}}\.parquet(\.tmp)?")
+    removed = 0
+    for info in fs.get_file_info(pafs.FileSelector(root)):
+        name = info.base_name
+        if info.type == pafs.FileType.File and pattern.fullmatch(name) and name not in listed:
+            fs.delete_file(info.path)
+            removed += 1
+    return removed
 
 
 def read_manifest(out: str | Path) -> dict[str, Any]:

@@ -18,6 +18,12 @@ def test_shapes_to_shards_and_rerun_resumes(tmp_path, capsys):
     assert main(args) == 0
     assert [os.stat(p).st_mtime_ns for p in shard_paths(tmp_path / "shards", "train")] == stamps
     assert "(0 written, 3 already complete and kept)" in capsys.readouterr().out
+    fewer = [*args[:6], "--shapes-train", "20", *args[8:]]  # the set regenerated smaller
+    assert main(fewer) == 0
+    out = capsys.readouterr().out
+    assert "(2 written, 0 already complete and kept; 3 stale shard files of an earlier run removed)" in out
+    assert sorted(p.name for p in (tmp_path / "shards").glob("train-*")) == [
+        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]  # fmt: skip
 
 
 def test_bad_dataset_path_is_a_clear_error(tmp_path, capsys):

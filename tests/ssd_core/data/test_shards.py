@@ -59,6 +59,23 @@ def test_rerun_resumes_and_rewrites_only_what_is_missing(records, tmp_path):
     after = [os.stat(p).st_mtime_ns for p in paths]
     assert after[0] == stamps[0] and after[1] == stamps[1] and after[4] == stamps[4]
     assert len(list(read_shards(out, "train"))) == 23
+    assert not (out / "train-00000-of-00005.parquet.tmp").exists()
+
+
+def test_rerun_with_another_count_removes_the_old_shards_only(records, tmp_path):
+    out = tmp_path / "shards"
+    write_shards(records, out, "train", shard_size=5)  # 5 shards, -of-00005
+    write_shards(records[:4], out, "val", shard_size=5)
+    (out / "notes.parquet").write_bytes(b"a user's file")
+    entry = write_shards(records[:12], out, "train", shard_size=5)  # the source lost images
+    assert entry["removed"] == 5 and entry["written"] == 3
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json", "notes.parquet", "train-00000-of-00003.parquet", "train-00001-of-00003.parquet",
+        "train-00002-of-00003.parquet", "val-00000-of-00001.parquet",
+    ]  # fmt: skip
+    assert [r.image_id for r in read_shards(out, "train")] == [r.image_id for r in records[:12]]
+    assert len(list(read_shards(out, "val"))) == 4
+    assert write_shards(records[:12], out, "train", shard_size=5)["removed"] == 0
 
 
 def test_corrupt_and_mis_sized_images_are_named(tmp_path):
