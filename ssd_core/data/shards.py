@@ -50,6 +50,16 @@ SCHEMA = pa.schema([
 MANIFEST = "manifest.json"
 
 
+def shard_name(split: str, index: int, count: int) -> str:
+    """The file name of shard ``index`` of ``count`` of ``split``."""
+    return f"{split}-{index:05d}-of-{count:05d}.parquet"
+
+
+def shard_name_pattern(split: str) -> re.Pattern[str]:
+    """Matches :func:`shard_name`'s names for ``split`` of any count, and their ``.tmp``."""
+    return re.compile(rf"{re.escape(split)}-\d{{5}}-of-\d{{5}}\.parquet(\.tmp)?")
+
+
 def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     """A pyarrow filesystem and the path inside it, for a local path or a URI."""
     text = str(uri)
@@ -121,7 +131,8 @@ def write_shards(
     Returns:
         The split's manifest entry (shard files, image and object counts, per-class counts),
         plus ``written``: how many shards this call wrote (the others were already complete
-        and were kept).
+        and were kept), and ``removed``: how many of the split's files no longer listed
+        (an earlier count's shards, leftover ``.tmp`` files) it deleted.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, got {shard_size}")
@@ -134,7 +145,7 @@ def write_shards(
     files, written = [], 0
     for i in range(count):
         chunk = records[i * shard_size : (i + 1) * shard_size]
-        name = f"{split}-{i:05d}-of-{count:05d}.parquet"
+        name = shard_name(split, i, count)
         path = f"{root}/{name}"
         files.append(name)
         if not _is_complete(fs, path, [r.image_id for r in chunk]):
@@ -173,8 +184,8 @@ def write_shards(
 def remove_unlisted(fs: pafs.FileSystem, root: str, split: str, listed: set[str]) -> int:
     """Delete ``split``'s shard files (and leftover ``.tmp`` files) under ``root`` that are
     not in ``listed``; returns how many. Only names this module writes are touched
-    (``{split}-NNNNN-of-NNNNN.parquet[.tmp]``), never another split's or a user's file."""
-    pattern = re.compile(rf"{re.escape(split)}-\d{{5}}-of-\d{{5}}\.parquet(\.tmp)?")
+    (:func:`shard_name_pattern`), never another split's or a user's file."""
+    pattern = shard_name_pattern(split)
     removed = 0
     for info in fs.get_file_info(pafs.FileSelector(root)):
         name = info.base_name
