@@ -39,6 +39,7 @@ import ray.train.torch
 import torch
 
 from pipeline.config import ExperimentConfig, from_dict, load_config, to_dict
+from pipeline.host_memory import keep_freed_memory_here
 from pipeline.local_train import LocalSession, prepare_data
 from pipeline.ray_data import EpochClock, TrainTransform, train_dataset
 from pipeline.ray_runtime import connect
@@ -198,12 +199,15 @@ def main() -> None:
             f"train.checkpoint_dir={base / 'runs'}", "train.epochs=3", "train.checkpoint_every=100",
         ])  # fmt: skip
         names = prepare_data(cfg, log=lambda line: None)
+        # The plain loop trains in this process's main thread: the malloc settings every Ray
+        # worker starts with (pipeline/host_memory.py) go to it too, so neither side has them alone.
+        malloc = "freed memory kept" if keep_freed_memory_here() else "C library defaults"
         started = connect(num_cpus=None, include_dashboard=False, log_to_driver=False)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars, context.print_on_execution_start = False, False
         cpus = int(ray.cluster_resources()["CPU"])
         print(f"{count} generated {cfg.model.image_size} px images, SSD augmentation + light-model encoding, "
-              f"{cpus} CPUs", flush=True)  # fmt: skip
+              f"{cpus} CPUs, malloc on both sides: {malloc}", flush=True)  # fmt: skip
 
         ours, peer = interleaved_images_per_s([ray_data_feed(cfg, names), dataloader_feed(cfg, names)])
         if started:

@@ -17,6 +17,10 @@ fifth of the throughput (measured on 2 CPUs, 6,000 light-model samples, 2 data w
 Both are private names; where a Ray release renames them, nothing is changed and the
 pipeline runs at Ray's own timings (a debug line says so).
 
+Every worker process of a job also starts with glibc malloc settings that keep the
+memory a training step frees for the next step (:mod:`pipeline.host_memory`: thousands
+of page faults a light-model step otherwise).
+
 It also keeps Ray's own chatter out of a job's console, where it buried the epoch lines:
 Ray Train's INFO line with every report's metrics dict and Ray Data's "Dataset ...
 execution finished in N seconds" (every epoch; the epoch line says both better), the
@@ -36,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 import ray
+
+from pipeline.host_memory import malloc_env
 
 log = logging.getLogger(__name__)
 
@@ -88,19 +94,25 @@ def prepare_process() -> None:
         setattr(owner, attribute, seconds)
 
 
-def runtime_env() -> dict[str, Any]:
+def runtime_env(keep_freed_memory: bool = True) -> dict[str, Any]:
     """The job-level runtime environment: Ray merges it with the one ``ray job submit``
-    gives (``--working-dir``)."""
-    return {"worker_process_setup_hook": SETUP_HOOK}
+    gives (``--working-dir``). ``keep_freed_memory``: every worker process starts with
+    malloc settings that keep a training step's freed memory for the next step instead
+    of faulting it in again (:mod:`pipeline.host_memory`; job-wide, so that data tasks
+    of every origin share worker processes)."""
+    env: dict[str, Any] = {"worker_process_setup_hook": SETUP_HOOK}
+    if keep_freed_memory:
+        env["env_vars"] = malloc_env()
+    return env
 
 
-def connect(address: str | None = None, **init_args: Any) -> bool:
+def connect(address: str | None = None, keep_freed_memory: bool = True, **init_args: Any) -> bool:
     """Start or join Ray (``address``: None starts a local one, "auto" or ``ray://...``
-    joins) with this project's runtime environment, unless this process is connected
-    already (tests, notebooks: then only this process is prepared). True if this call
-    connected, so the caller knows to ``ray.shutdown()``."""
+    joins) with this project's runtime environment (:func:`runtime_env`), unless this
+    process is connected already (tests, notebooks: then only this process is prepared).
+    True if this call connected, so the caller knows to ``ray.shutdown()``."""
     prepare_process()  # the driver runs executors too (evaluation, prediction, benchmarks)
     if ray.is_initialized():
         return False
-    ray.init(address=address, runtime_env=runtime_env(), **init_args)
+    ray.init(address=address, runtime_env=runtime_env(keep_freed_memory), **init_args)
     return True

@@ -8,6 +8,7 @@ import ray
 import ray.train
 
 from pipeline import ray_runtime
+from pipeline.host_memory import MALLOC_TUNABLES
 
 
 def current_timings() -> dict:
@@ -28,6 +29,18 @@ def test_worker_processes_and_the_driver_get_the_executor_timings(ray_cluster):
     assert current_timings() == ray_runtime.DATA_EXECUTOR_TIMINGS
     # A fresh worker process: the setup hook ran there before the task did.
     assert ray.get(timings_in_a_worker.remote()) == ray_runtime.DATA_EXECUTOR_TIMINGS
+
+
+@ray.remote(num_cpus=0)
+def malloc_settings_in_a_worker() -> str | None:
+    import os
+
+    return os.environ.get("GLIBC_TUNABLES")
+
+
+def test_worker_processes_start_with_the_malloc_settings(ray_cluster):
+    assert ray.get(malloc_settings_in_a_worker.remote()) == MALLOC_TUNABLES
+    assert ray_runtime.runtime_env(keep_freed_memory=False) == {"worker_process_setup_hook": ray_runtime.SETUP_HOOK}
 
 
 def test_a_ray_without_those_names_is_left_alone(monkeypatch):
