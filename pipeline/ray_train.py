@@ -30,7 +30,7 @@ from ray.data.exceptions import ExecutionTimeoutError
 
 from pipeline.config import ExperimentConfig, from_dict, to_dict
 from pipeline.local_train import prepare_data, print_now
-from pipeline.ray_data import EpochClock, train_dataset, val_datasets
+from pipeline.ray_data import EpochClock, train_dataset, val_datasets, warm_up_train_transform
 from pipeline.tracking import ensure_experiment
 from pipeline.train_loop import TrainBatch, run_training
 from ssd_core.data.shards import check_shards
@@ -116,6 +116,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """What each Ray Train worker runs."""
     cfg = from_dict(config["experiment"])
     session = RaySession()
+    if session.rank == 0:
+        # From here, not the driver: Ray Train gives its actors an environment of its own,
+        # which the epoch's data tasks inherit, and a process is reused only within one.
+        warm_up_train_transform(cfg, config["class_names"])
     feed = RayFeed(cfg, session.rank, session.world_size, config["clock"])
     # Ray Train routes a worker's print through its logger and also tees it to stdout
     # (every line twice in the job log); its logger alone gives one line.

@@ -1,13 +1,22 @@
 """How Ray Data lays out the training read: tasks per shard, fusion, splitting."""
 
 import cv2
+import pyarrow.parquet as pq
 import pytest
 import ray
 
+from pipeline import ray_data
 from pipeline.config import load_config, to_dict
 from pipeline.local_train import prepare_data
-from pipeline.ray_data import EpochClock, TrainTransform, ValTransform, train_dataset
-from ssd_core.data.shards import read_shards, write_shards
+from pipeline.ray_data import (
+    EpochClock,
+    TrainTransform,
+    ValTransform,
+    train_dataset,
+    transform_key,
+    warm_up_train_transform,
+)
+from ssd_core.data.shards import read_shards, shard_paths, write_shards
 
 
 def test_one_fused_task_per_shard(tmp_path, ray_cluster):
@@ -59,3 +68,26 @@ def test_transforms_run_opencv_on_the_task_cpus(cpus):
             assert cv2.getNumThreads() == max(1, int(cpus)), kind
     finally:
         cv2.setNumThreads(before)
+
+
+def test_the_warm_up_builds_the_transform_an_epochs_task_then_finds(tmp_path, ray_cluster):
+    """The warm-up runs (a broken one would fail silently, nobody reads its refs), and it
+    caches the transform under the key an epoch's task looks it up by."""
+    cfg = load_config(None, [
+        f"data.root={tmp_path / 'shapes'}", f"data.shards={tmp_path / 'shards'}", "data.num_train=16",
+        "data.num_val=8", "data.shapes_image_size=64", "data.map_batch_size=8", "data.workers=2",
+    ])  # fmt: skip
+    names = prepare_data(cfg, log=lambda line: None)
+    refs = warm_up_train_transform(cfg, names)
+    assert len(refs) == 2 and ray.get(refs) == [None, None]
+
+    # The same two steps in this process: the warm-up's function, then an epoch's map.
+    ray_data._transform.cache_clear()
+    ray_data._build_train_transform._function(**transform_key(cfg, names))
+    clock = EpochClock.remote()
+    ray.get(clock.set.remote(1))
+    table = pq.read_table(shard_paths(cfg.data.shards, "train")[0])
+    block = {c: table.column(c).to_numpy(zero_copy_only=False) for c in table.column_names}
+    out = list(ray_data._train_batches(block, **transform_key(cfg, names), clock=clock, chunk=8))
+    assert sum(len(b["image"]) for b in out) == 16
+    assert ray_data._transform.cache_info().misses == 1  # built once, by the warm-up
