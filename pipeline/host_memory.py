@@ -7,15 +7,16 @@ trimmed past the trim threshold, and the arena of a thread other than the main o
 Train V2 runs the training loop in a thread) deletes each 64 MB heap as soon as it
 empties. The next step faults every page in again, zero-filled by the kernel. Measured on
 a 2-core VM, light model, batch 32, the step in a thread: 2,800-5,500 minor page faults
-and 8-10 ms of system CPU a step with the defaults, ~100-200 faults and ~1 ms with
+and 8-10 ms of system CPU a step with the defaults, ~25-200 faults and ~1 ms with
 :data:`MALLOC_TUNABLES`; two default runs in seventeen took 38,000-62,000 faults a step and
 ran about twice as slow. (PyTorch's CPU allocator has no caching of its own to turn on.)
 
 :data:`MALLOC_TUNABLES`, glibc tunables read when a process starts:
 
 - ``arena_max=1``: every thread allocates from the main heap, the only one that keeps
-  freed memory under the trim threshold; neither threshold alone stops the faults of a
-  thread's arena (measured: each alone left 2,300-5,400 a step).
+  freed memory under the trim threshold; the thresholds alone do not stop the faults of
+  a thread's arena (measured: they left 2,300-3,600 a step, and ``arena_max`` alone
+  4,200-5,400).
 - ``trim_threshold`` 1 GiB: freed memory at the top of the heap stays mapped for reuse,
   up to that much.
 - ``mmap_threshold`` 32 MiB, glibc's largest: blocks below it come from the heap, so they
@@ -27,6 +28,7 @@ a job (:func:`pipeline.ray_runtime.runtime_env`), not to the train workers alone
 reuses a worker process only for tasks of the same runtime environment, and the
 validation tasks a train worker submits inherit its environment, so train-worker-only
 variables cost a fresh data worker (~10 s on 2 cores) at every validation (measured).
+``pipeline.ray_runtime.connect(..., keep_freed_memory=False)`` starts a job without them.
 """
 
 from __future__ import annotations
