@@ -28,7 +28,8 @@ a job (:func:`pipeline.ray_runtime.runtime_env`), not to the train workers alone
 reuses a worker process only for tasks of the same runtime environment, and the
 validation tasks a train worker submits inherit its environment, so train-worker-only
 variables cost a fresh data worker (~10 s on 2 cores) at every validation (measured).
-``pipeline.ray_runtime.connect(..., keep_freed_memory=False)`` starts a job without them.
+``pipeline.ray_runtime.connect(..., keep_freed_memory=False)`` starts a job without them
+(with them, the job's ``GLIBC_TUNABLES`` replaces one its workers would inherit).
 """
 
 from __future__ import annotations
