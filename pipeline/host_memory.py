@@ -22,8 +22,8 @@ ran about twice as slow. (PyTorch's CPU allocator has no caching of its own to t
 - ``mmap_threshold`` 32 MiB, glibc's largest: blocks below it come from the heap, so they
   are reused rather than mapped afresh every step.
 
-The cost is resident memory: a process keeps up to its peak working set (at most 1 GiB
-more) instead of returning it between steps. The settings go to every worker process of
+The cost is resident memory: a process keeps freed memory, up to the trim threshold at
+the top of its heap, instead of returning it between steps. The settings go to every worker process of
 a job (:func:`pipeline.ray_runtime.runtime_env`), not to the train workers alone: Ray
 reuses a worker process only for tasks of the same runtime environment, and the
 validation tasks a train worker submits inherit its environment, so train-worker-only
@@ -64,8 +64,9 @@ def keep_freed_memory_here() -> bool:
     loop; the main thread always allocates from the main heap). Threads already running
     keep their arenas, and a thread started later may share one of those rather than the
     main heap. False where the C library is not glibc (nothing changed)."""
-    if platform.libc_ver()[0] != "glibc":
-        log.debug("C library %r is not glibc: malloc keeps its own settings", platform.libc_ver()[0])
+    libc = platform.libc_ver()[0]
+    if libc != "glibc":
+        log.debug("C library %r is not glibc: malloc keeps its own settings", libc)
         return False
     mallopt = ctypes.CDLL(ctypes.util.find_library("c")).mallopt
     settings = ((_M_ARENA_MAX, 1), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD))

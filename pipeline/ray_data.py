@@ -2,7 +2,8 @@
 
 Training rows go through :class:`TrainTransform` in tasks that each read one shard and
 transform it (read fused with ``map_batches``), ``data.workers`` at a time (the target
-encoder and the priors are built once per worker process), and stream to the train
+encoder and the priors are built once per worker process, for the first epoch ahead of
+time by :func:`warm_up_train_transform`), and stream to the train
 workers as ``image`` uint8 ``[B, S, S, 3]``, ``loc_targets`` float32 ``[B, P, 4]`` and
 ``labels`` int64 ``[B, P]``: images travel as uint8, four times less than float, and are
 normalised where they train.
