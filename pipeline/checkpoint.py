@@ -9,12 +9,18 @@ a crash never leaves a half-written checkpoint that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
-from pathlib import Path
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pyarrow.fs as pafs
 import torch
+
+from ssd_core.data.shards import resolve
 
 STATE, META = "state.pt", "meta.json"
 
@@ -99,3 +105,30 @@ def load_checkpoint(
     if scaler is not None and "scaler" in state:
         scaler.load_state_dict(state["scaler"])
     return read_meta(path)
+
+
+@contextlib.contextmanager
+def fetched_checkpoint(source: str | Path) -> Iterator[Path | None]:
+    """The checkpoint at ``source`` as a local folder, or None when ``source`` holds none
+    (no ``meta.json``: a saved model, an MLflow URI). A local path is used where it is; a
+    checkpoint in a bucket (``s3://BUCKET/runs/<run>/epoch-0120``, any URI pyarrow reads),
+    where a cluster's runs keep theirs, is downloaded to a temporary folder of the same
+    name that lasts as long as the ``with`` block."""
+    text = str(source)
+    if "://" not in text:
+        yield Path(text) if (Path(text) / META).is_file() else None
+        return
+    try:
+        fs, root = resolve(text)
+    except ValueError:  # a scheme pyarrow has no filesystem for (pyarrow.ArrowInvalid): not a checkpoint
+        yield None
+        return
+    root = root.rstrip("/")
+    if fs.get_file_info(f"{root}/{META}").type != pafs.FileType.File:
+        yield None
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / PurePosixPath(root).name
+        local.mkdir()  # copy_files writes into a folder that exists
+        pafs.copy_files(root, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        yield local

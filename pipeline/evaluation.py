@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from pipeline.builders import build_model
-from pipeline.checkpoint import META, load_checkpoint, read_meta
+from pipeline.checkpoint import fetched_checkpoint, load_checkpoint, read_meta
 from pipeline.config import EvalConfig, ExperimentConfig, TrackingConfig, from_dict
 from pipeline.engine import predict
 from pipeline.model_store import load_model
@@ -23,22 +22,23 @@ CHUNK = 256  # images decoded and detected at a time
 
 
 def load_any(source: str) -> tuple[SSD, tuple[str, ...]]:
-    """A model and its class names from a training checkpoint folder (``runs/<run>/epoch-N``),
-    a saved model folder, or an MLflow model URI (``models:/name@alias``, ``runs:/id/model``)."""
+    """A model and its class names from a training checkpoint folder (``runs/<run>/epoch-N``,
+    local or in a bucket), a saved model folder, or an MLflow model URI
+    (``models:/name@alias``, ``runs:/id/model``)."""
     model, _, class_names = load_any_with_config(source)
     return model, class_names
 
 
 def load_any_with_config(source: str) -> tuple[SSD, ExperimentConfig, tuple[str, ...]]:
     """:func:`load_any`, with the config the model was trained with."""
-    path = Path(source)
-    if (path / META).is_file():
-        meta = read_meta(path)
-        config = from_dict(meta["config"])
-        class_names = tuple(meta["class_names"])
-        model = build_model(config.model, len(class_names) + 1)
-        load_checkpoint(path, model)
-        return model.eval(), config, class_names
+    with fetched_checkpoint(source) as path:
+        if path is not None:
+            meta = read_meta(path)
+            config = from_dict(meta["config"])
+            class_names = tuple(meta["class_names"])
+            model = build_model(config.model, len(class_names) + 1)
+            load_checkpoint(path, model)
+            return model.eval(), config, class_names
     return load_model(source)
 
 

@@ -55,33 +55,37 @@ def save_model(path: str | Path, mlflow_model: Any, model: SSD, config: Experime
         mlflow_model.save(str(path / "MLmodel"))
 
 
-def load_model_dir(path: str | Path) -> tuple[SSD, ExperimentConfig, tuple[str, ...]]:
-    """``(model in eval mode, its config, class names)`` from a saved model directory.
+def load_model_dir(path: str | Path, source: str | None = None) -> tuple[SSD, ExperimentConfig, tuple[str, ...]]:
+    """``(model in eval mode, its config, class names)`` from a saved model directory;
+    ``source``: what errors name instead of ``path`` (the URI a download came from).
 
     Raises:
         ModelLoadError: files missing, weights not a plain state dict, or a model whose
             priors or classes do not match its config.
     """
     path = Path(path)
+    where = source or str(path)
     try:
         spec = json.loads((path / SPEC).read_text())
     except FileNotFoundError:
-        raise ModelLoadError(f"{path}: no {SPEC}; is this an ssd_core model?") from None
+        raise ModelLoadError(f"{where}: no {SPEC}; is this an ssd_core model?") from None
     config = from_dict(spec["config"])
     class_names = tuple(spec["class_names"])
     if spec["num_classes"] != len(class_names) + 1:
-        raise ModelLoadError(f"{path}: {spec['num_classes']} classes but {len(class_names)} names (+ background)")
+        raise ModelLoadError(f"{where}: {spec['num_classes']} classes but {len(class_names)} names (+ background)")
     model = build_model(config.model, spec["num_classes"])
     if model.priors.shape[0] != spec["num_priors"]:
-        raise ModelLoadError(f"{path}: config gives {model.priors.shape[0]} priors, the model had {spec['num_priors']}")
+        raise ModelLoadError(
+            f"{where}: config gives {model.priors.shape[0]} priors, the model had {spec['num_priors']}"
+        )
     try:
         state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except FileNotFoundError:
-        raise ModelLoadError(f"{path}: no {WEIGHTS}") from None
+        raise ModelLoadError(f"{where}: no {WEIGHTS}") from None
     except (RuntimeError, ValueError, pickle.UnpicklingError) as err:  # weights_only: tensors and containers only
         raise ModelLoadError(
-            f"{path}: {WEIGHTS} is not a matching plain state dict ({str(err).splitlines()[0]})"
+            f"{where}: {WEIGHTS} is not a matching plain state dict ({str(err).splitlines()[0]})"
         ) from None
     return model.eval(), config, class_names
 
@@ -97,7 +101,7 @@ def load_model(model_uri: str) -> tuple[SSD, ExperimentConfig, tuple[str, ...]]:
         local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
     except Exception as err:  # MlflowException and transport errors alike
         raise ModelLoadError(f"{model_uri}: cannot download ({str(err).splitlines()[0]})") from None
-    return load_model_dir(local)
+    return load_model_dir(local, source=model_uri)
 
 
 def log_model(model: SSD, config: ExperimentConfig, class_names: Sequence[str], run_id: str,

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pyarrow.fs
 import ray
 import ray.train
 import ray.train.torch
@@ -94,8 +96,13 @@ class RaySession:
         if checkpoint is None:
             yield None
             return
-        with checkpoint.as_directory() as folder:
-            yield Path(folder)
+        if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
+            yield Path(checkpoint.path)
+            return
+        # From a bucket: downloaded under its own name (epoch-N), which the resume line
+        # shows (as_directory() would name it checkpoint_tmp_<hex>).
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(checkpoint.to_directory(str(Path(tmp) / PurePosixPath(checkpoint.path).name)))
 
     def all_gather(self, value: Any) -> list[Any]:
         if self.world_size == 1 or not dist.is_initialized():

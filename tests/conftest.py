@@ -2,10 +2,47 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def s3_endpoint():
+    """A local S3 (moto's server) for the whole session, and the AWS variables that
+    pyarrow, boto3 and MLflow read pointing at it, set before Ray starts so that its
+    workers inherit them: the bucket paths a cluster uses (``s3://`` shards, runs,
+    checkpoints, images) run here against it, and no test can reach a real account."""
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # a line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "test",
+                            "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": "us-east-1"}.items():  # fmt: skip
+            env.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            env.delenv(name, raising=False)
+        yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(s3_endpoint) -> str:
+    """A new, empty bucket on the session's local S3: ``s3://<name>``."""
+    import uuid
+
+    import boto3
+
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return f"s3://{name}"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(s3_endpoint):
     """One local Ray for the whole session, with logical CPUs to spare: Ray Train reserves
     its workers' CPUs before Ray Data gets any, and on a 2-core machine a pipeline with
-    only the physical count would wait forever. Stops only a cluster it started."""
+    only the physical count would wait forever. Its workers see the session's local S3
+    (:func:`s3_endpoint`). Stops only a cluster it started."""
     import ray
 
     from pipeline.ray_runtime import connect

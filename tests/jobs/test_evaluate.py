@@ -74,3 +74,21 @@ def test_checkpoint_folder_and_errors(trained, capsys):
     if not torch.cuda.is_available():
         assert main([*args, "--device", "cuda"]) == 2
         assert "no CUDA GPU" in capsys.readouterr().err
+
+
+def test_a_checkpoint_and_shards_in_a_bucket(trained, bucket, capsys):
+    """Where a cluster's runs keep them (the session's local S3): the checkpoint is
+    fetched from the bucket and scores as it does locally."""
+    import pyarrow.fs as pafs
+
+    tmp, result = trained
+    s3, root = pafs.FileSystem.from_uri(bucket)
+    for local, remote in ((tmp / "runs" / "evaljob" / "epoch-0002", "runs/evaljob/epoch-0002"),
+                          (tmp / "shards", "shards")):  # fmt: skip
+        pafs.copy_files(str(local), f"{root}/{remote}", destination_filesystem=s3)
+    checkpoint = f"{bucket}/runs/evaljob/epoch-0002"
+    assert main(["--model", checkpoint, "--shards", f"{bucket}/shards", "--no-log", "--device", "cpu"]) == 0
+    assert f"VOC07 mAP@0.5 {result['val/mAP']:.3f}" in capsys.readouterr().out
+
+    assert main(["--model", f"{bucket}/runs/evaljob/nothing", "--shards", f"{bucket}/shards", "--no-log"]) == 2
+    assert f"error: {bucket}/runs/evaljob/nothing: " in capsys.readouterr().err  # named, not a temporary folder

@@ -1,7 +1,7 @@
 import torch
 from mlflow import MlflowClient
 
-from pipeline.checkpoint import latest_checkpoint, load_checkpoint
+from pipeline.checkpoint import fetched_checkpoint, latest_checkpoint, load_checkpoint, save_checkpoint
 from pipeline.config import load_config
 from pipeline.local_train import train_locally
 
@@ -60,3 +60,28 @@ def test_checkpoints_are_complete_and_pruned(tmp_path):
 
     meta = load_checkpoint(found, ssd_light(6))
     assert meta["epoch"] == 4 and meta["config"]["train"]["run_name"] == "pruned"
+
+
+def test_fetched_checkpoint_from_a_folder_or_a_bucket(tmp_path, bucket):
+    import pyarrow.fs as pafs
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+    saved = save_checkpoint(tmp_path / "runs", model, optimizer, scheduler, 7, {"name": "x"})
+    with fetched_checkpoint(saved) as here:
+        assert here == saved  # a local checkpoint is used where it is
+    with fetched_checkpoint(tmp_path / "runs") as none:
+        assert none is None  # a folder of checkpoints is not one
+
+    s3, root = pafs.FileSystem.from_uri(bucket)
+    pafs.copy_files(str(saved), f"{root}/runs/epoch-0007", destination_filesystem=s3)
+    with fetched_checkpoint(f"{bucket}/runs/epoch-0007") as local:
+        assert local.name == "epoch-0007" and local.is_dir()
+        fresh = torch.nn.Linear(3, 2)
+        assert load_checkpoint(local, fresh)["epoch"] == 7
+        assert torch.equal(fresh.weight, model.weight)
+    assert not local.exists()  # the download lasts as long as the block
+    for elsewhere in (f"{bucket}/runs", f"{bucket}/nothing", "mlflow-artifacts://host/x"):
+        with fetched_checkpoint(elsewhere) as none:
+            assert none is None, elsewhere

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pyarrow.fs as pafs
 import pytest
 import ray
 import torch
 from mlflow import MlflowClient
 
 from pipeline.config import load_config
+from pipeline.evaluation import load_any_with_config
 from pipeline.local_train import MemoryFeed, prepare_data
 from pipeline.model_store import load_model
 from pipeline.ray_data import EpochClock, train_dataset, val_datasets
@@ -107,6 +109,35 @@ def test_same_seeds_same_run_with_data_tasks_racing(tmp_path):
         m = train_on_ray(cfg, log=lambda line: None).metrics
         finals.append((m["loss"], m["loss_loc"], m["loss_cls"], m["val/mAP"]))
     assert finals[0] == finals[1]
+
+
+def test_a_run_with_its_shards_and_checkpoints_in_a_bucket(tmp_path, bucket):
+    """What a cluster does, against the session's local S3: shards and runs in a bucket.
+    The run checkpoints into the bucket, resumes from there in the same MLflow run when it
+    is started again with more epochs, and its checkpoint loads straight from the bucket."""
+    cfg = tiny(tmp_path, "cloud", f"data.shards={bucket}/shards", f"train.checkpoint_dir={bucket}/runs",
+               "data.augment=flip")  # fmt: skip
+    first = train_on_ray(cfg, log=lambda line: None).metrics
+    s3, root = pafs.FileSystem.from_uri(f"{bucket}/runs/cloud")
+    assert {"epoch-0001", "epoch-0002"} <= {i.base_name for i in s3.get_file_info(pafs.FileSelector(root))}
+    assert not (tmp_path / "shards").exists()  # written to the bucket only
+
+    more = tiny(tmp_path, "cloud", f"data.shards={bucket}/shards", f"train.checkpoint_dir={bucket}/runs",
+                "data.augment=flip", "data.source=shards", "train.epochs=3")  # fmt: skip
+    result = train_on_ray(more, log=lambda line: None)
+    m = result.metrics
+    assert m["epoch"] == 3 and m["mlflow_run_id"] == first["mlflow_run_id"]
+    assert result.checkpoint.path.endswith("cloud/epoch-0003")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [h.value for h in client.get_metric_history(m["mlflow_run_id"], "resumed_from_epoch")] == [2]
+    assert [h.step for h in client.get_metric_history(m["mlflow_run_id"], "loss")] == [1, 2, 3]
+
+    model, config, names = load_any_with_config(f"{bucket}/runs/cloud/epoch-0003")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    registered, _, _ = load_model(m["model_uri"])  # registered from the same final weights
+    assert config.train.epochs == 3 and names[0] == "circle"
+    for name, weights in registered.state_dict().items():
+        assert torch.equal(model.state_dict()[name], weights), name
 
 
 def _kill_a_worker_after(run_dir: Path, checkpoint: str, killed: list[int]) -> None:
