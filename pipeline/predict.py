@@ -7,7 +7,7 @@ decoded and NMS-ed on the actor and given in the original image's pixels, as it 
 (turned by its EXIF orientation). An image that cannot be decoded becomes a row with its
 ``error`` set: it is reported and skipped, never silently dropped.
 
-Output rows, one per image: ``path``, ``width``, ``height``, ``error`` and the lists
+Output rows, one per image: ``path`` (a URI for images in a bucket), ``width``, ``height``, ``error`` and the lists
 ``boxes`` (xyxy pixels, 4 per detection, flat), ``scores``, ``labels``, ``classes``.
 With ``draw``, a copy of each image with its boxes drawn is written at the image's path
 below the images root (local or a bucket, through pyarrow's filesystems).
@@ -98,7 +98,7 @@ class Detector:
         rows: list[dict[str, Any]] = []
         images, sizes, where = [], [], []
         for data, path in zip(batch["bytes"], batch["path"]):
-            row = {"path": str(path), "width": 0, "height": 0, "error": None,
+            row = {"path": image_uri(str(path), self.request.images), "width": 0, "height": 0, "error": None,
                    "boxes": [], "scores": [], "labels": [], "classes": []}  # fmt: skip
             try:
                 image = decode_file(data)
@@ -142,12 +142,20 @@ class Detector:
             stream.write(encoded.tobytes())
 
 
+def image_uri(path: str, images: str) -> str:
+    """The image as ``images`` names its root: Ray Data lists ``s3://bucket/key`` as
+    ``bucket/key``, which reads as a relative local path; the scheme is put back, so that
+    an output row names an object that can be opened as it stands."""
+    if "://" in images and "://" not in path:
+        return f"{images.split('://', 1)[0]}://{path}"
+    return path
+
+
 def drawn_name(path: str, images: str) -> str:
-    """Where the drawn copy of the image at ``path`` goes below the draw folder: its path
-    below the ``images`` root, so that images of the same name in two subfolders stay
-    two files. Ray Data gives ``path`` without the URI scheme (``bucket/key`` for
-    ``s3://bucket/key``), so the root is compared the same way."""
-    root = images.split("://", 1)[-1].rstrip("/")
+    """Where the drawn copy of the image at ``path`` (as :func:`image_uri` gives it) goes
+    below the draw folder: its path below the ``images`` root, so that images of the same
+    name in two subfolders stay two files."""
+    root = images.rstrip("/")
     if path.startswith(root + "/"):
         return path[len(root) + 1 :]
     return path.rsplit("/", 1)[-1]  # ``images`` named the file itself

@@ -77,3 +77,25 @@ def test_parquet_output_and_bad_input(folder, tmp_path, capsys, ray_cluster):
     assert table.num_rows == 12 and table.schema.field("boxes").type.value_type.bit_width == 32
     assert main(["--model", str(tmp_path / "nothing"), "--images", str(images), "--out", str(tmp_path / "x")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_images_from_a_bucket_and_detections_to_one(folder, bucket, capsys, ray_cluster):
+    """The cluster's case against the session's local S3: images read from a bucket,
+    detections and drawn copies written to one, each copy at its image's own path."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    images, model_dir, _ = folder
+    s3, root = pafs.FileSystem.from_uri(bucket)
+    pafs.copy_files(str(images), f"{root}/incoming", destination_filesystem=s3)
+    args = ["--model", str(model_dir), "--images", f"{bucket}/incoming", "--out", f"{bucket}/detections",
+            "--draw", f"{bucket}/drawn"]  # fmt: skip
+    assert main(args) == 0
+    assert "12 images" in capsys.readouterr().out
+    table = pq.read_table(f"{root}/detections", filesystem=s3)
+    assert table.num_rows == 12 and sum(e is not None for e in table.column("error").to_pylist()) == 1
+    assert all(p.startswith(f"{bucket}/incoming/") for p in table.column("path").to_pylist())
+    drawn = {i.path.removeprefix(f"{root}/drawn/") for i in s3.get_file_info(pafs.FileSelector(f"{root}/drawn",
+                                                                                               recursive=True))
+             if i.type == pafs.FileType.File}  # fmt: skip
+    assert drawn == {"000000.png", "more/000000.jpg", *(f"{i:06d}.jpg" for i in range(1, 10))}
