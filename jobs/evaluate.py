@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 import torch
 
@@ -57,10 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{args.model} on {args.split}: VOC07 mAP@0.5 {metrics['voc/mAP']:.3f}, COCO AP {metrics['coco/AP']:.3f}")
     if not args.no_log:
-        # A new experiment's artifacts go beside a local SQLite store (a server's experiment,
-        # made by training, has its own location already).
-        store = Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else Path.cwd() / "mlruns"
-        tracking = TrackingConfig(uri=uri, artifacts=str((store / "artifacts").resolve()))
+        # A new experiment's artifacts go beside a local SQLite store, or where a server keeps them.
+        tracking = TrackingConfig(uri=uri)
         run_id = log_evaluation(tracking, config, model_source, shards, args.split, metrics, table)
         if run_id is not None:
             print(f"logged to MLflow run {run_id} (experiment {config.name}) at {uri}")

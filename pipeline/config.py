@@ -136,12 +136,15 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow. ``uri`` and ``artifacts`` are local paths (made absolute by the job; the
-    URI becomes ``sqlite:///...``) or a server URI and a bucket."""
+    """MLflow. ``uri``: a local path (made absolute by the job; it becomes
+    ``sqlite:///...``) or a server's URI. ``artifacts``: where a new experiment keeps its
+    runs' artifacts (a folder or a bucket URI); by default the ``artifacts`` folder beside
+    a SQLite store, and a server's own (which serves them from its bucket: a local folder
+    would be the disk of whichever worker logged them)."""
 
     enabled: bool = True
     uri: str = "mlruns/mlflow.db"
-    artifacts: str = "mlruns/artifacts"
+    artifacts: str | None = None
     model_name: str | None = None  # registered model name; the config's name when None
     parent_run_id: str | None = None  # set by a sweep: each trial's run is a child of the sweep's run
 
@@ -247,7 +250,8 @@ def with_absolute_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
     uri = cfg.tracking.uri
     if "://" not in uri:  # a local SQLite file
         uri = f"sqlite:///{absolute(uri)}"
-    tracking = dataclasses.replace(cfg.tracking, uri=uri, artifacts=absolute(cfg.tracking.artifacts))
+    artifacts = cfg.tracking.artifacts
+    tracking = dataclasses.replace(cfg.tracking, uri=uri, artifacts=absolute(artifacts) if artifacts else None)
     return dataclasses.replace(cfg, model=model, data=data, train=train, tracking=tracking)
 
 

@@ -106,10 +106,18 @@ def load_model(model_uri: str) -> tuple[SSD, ExperimentConfig, tuple[str, ...]]:
 
 def log_model(model: SSD, config: ExperimentConfig, class_names: Sequence[str], run_id: str,
               registered_model_name: str | None = None) -> Any:  # fmt: skip
-    """Log (and optionally register) ``model`` in run ``run_id``; returns MLflow's ModelInfo."""
+    """Log (and optionally register) ``model`` in run ``run_id``, as a logged model of the
+    run's experiment; returns MLflow's ModelInfo."""
+    from mlflow import MlflowClient
     from mlflow.models import Model
 
+    # Made here, in the run's experiment: Model.log would make it in the process's current
+    # experiment, "Default" (id 0) in a Ray worker, whose artifact root is a local ./mlruns.
+    client = MlflowClient()
+    run = client.get_run(run_id)
+    logged = client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id,
+                                        params=dict(run.data.params))  # fmt: skip
     return Model.log(
-        artifact_path=None, name="model", flavor=sys.modules[__name__], run_id=run_id,
+        artifact_path=None, name="model", flavor=sys.modules[__name__], run_id=run_id, model_id=logged.model_id,
         registered_model_name=registered_model_name, model=model, config=config, class_names=class_names,
     )  # fmt: skip

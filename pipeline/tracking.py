@@ -29,12 +29,23 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
+def artifact_location(cfg: TrackingConfig) -> str | None:
+    """Where a new experiment's artifacts go: ``tracking.artifacts`` as a URI; else the
+    ``artifacts`` folder beside a SQLite store; else None, the store's own: a server's,
+    which it serves (MLflow's default for a bare database, ``./mlruns``, would be the
+    working folder of whichever process created the experiment)."""
+    if cfg.artifacts is not None:
+        return cfg.artifacts if "://" in cfg.artifacts else Path(cfg.artifacts).resolve().as_uri()
+    if cfg.uri.startswith("sqlite:///"):
+        return (Path(cfg.uri.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
 def _experiment_id(client: Any, cfg: TrackingConfig, name: str) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = Path(cfg.artifacts).as_uri() if "://" not in cfg.artifacts else cfg.artifacts
-    return client.create_experiment(name, artifact_location=location)
+    return client.create_experiment(name, artifact_location=artifact_location(cfg))
 
 
 def ensure_experiment(cfg: TrackingConfig, name: str, log: Callable[[str], None] = print) -> str | None:

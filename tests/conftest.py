@@ -37,6 +37,45 @@ def bucket(s3_endpoint) -> str:
     return f"s3://{name}"
 
 
+@pytest.fixture
+def tracking_server(bucket, tmp_path):
+    """An MLflow tracking server as ``cluster.yaml`` runs one on the head: its store a
+    database file, its artifacts served from a bucket (``--artifacts-destination``) on the
+    session's local S3; its URI, ``http://127.0.0.1:<port>``."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+               "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+               "--artifacts-destination", f"{bucket}/mlflow-artifacts"]  # fmt: skip
+    log = (tmp_path / "server.log").open("w")
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+    try:
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=1)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    started = (tmp_path / "server.log").read_text()
+                    raise RuntimeError(f"mlflow server did not start: {started}") from None
+                time.sleep(0.3)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # its workers too
+        server.wait(timeout=30)
+        log.close()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster(s3_endpoint):
     """One local Ray for the whole session, with logical CPUs to spare: Ray Train reserves

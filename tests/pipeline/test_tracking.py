@@ -2,10 +2,10 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from pipeline.config import load_config
+from pipeline.config import TrackingConfig, load_config
 from pipeline.local_train import train_locally
 from pipeline.model_store import ModelLoadError, load_model, load_model_dir, save_model
-from pipeline.tracking import flatten
+from pipeline.tracking import artifact_location, flatten
 
 
 def tiny_config(tmp_path, *extra):
@@ -75,3 +75,16 @@ def test_model_files_cannot_run_code(tmp_path):
 
 def test_flatten():
     assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "e": None}) == {"a.b": "1", "a.c.d": "[1, 2]", "e": "None"}
+
+
+@pytest.mark.parametrize(
+    ("uri", "artifacts", "want"),
+    [
+        ("sqlite:////data/mlruns/mlflow.db", None, "file:///data/mlruns/artifacts"),  # beside the store
+        ("http://head:5000", None, None),  # the server's own: it serves them from its bucket
+        ("http://head:5000", "s3://bucket/artifacts", "s3://bucket/artifacts"),
+        ("sqlite:////data/mlflow.db", "/elsewhere/artifacts", "file:///elsewhere/artifacts"),
+    ],
+)
+def test_artifact_location_of_a_new_experiment(uri, artifacts, want):
+    assert artifact_location(TrackingConfig(uri=uri, artifacts=artifacts)) == want
