@@ -8,8 +8,9 @@ MLflow parent run; each trial's run is its child. At the end the best finished t
 registered model gets the ``champion`` alias, and a summary table and a plot of the
 metric against each hyperparameter are logged to the parent run.
 
-A sweep lives in ``{train.checkpoint_dir}/sweeps/{name}``; ``Tuner.restore`` resumes it
-there after its driver died, without repeating finished trials.
+A sweep lives in ``{train.checkpoint_dir}/sweeps/{name}`` (a folder, or a bucket on a
+cluster); ``Tuner.restore`` resumes it there after its driver died, without repeating
+finished trials.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import yaml
 
 from pipeline.config import ExperimentConfig, apply_overrides, from_dict, load_config, to_dict
 from pipeline.local_train import prepare_data, print_now
+from ssd_core.data.shards import resolve
 
 STATE = "sweep_state.json"
 TRIAL_CPU = 0.01  # what each trial's driver (the Tune function) reserves
@@ -145,6 +147,29 @@ def _parent_run(cfg: ExperimentConfig, sweep: SweepConfig, run_id: str | None) -
     return found
 
 
+def sweeps_folder(cfg: ExperimentConfig) -> str:
+    """Where sweeps keep their Tune state: ``{train.checkpoint_dir}/sweeps``, a folder or a
+    bucket URI (a cluster's trials run on several nodes: Tune needs a bucket there)."""
+    return f"{cfg.train.checkpoint_dir.rstrip('/')}/sweeps"
+
+
+def read_state(folder: str) -> dict[str, Any] | None:
+    """The sweep's own state (its MLflow parent run) in ``folder``, or None when there is none."""
+    fs, root = resolve(folder)
+    try:
+        with fs.open_input_stream(f"{root}/{STATE}") as stream:
+            return json.loads(stream.read())
+    except FileNotFoundError:
+        return None
+
+
+def write_state(folder: str, state: dict[str, Any]) -> None:
+    fs, root = resolve(folder)
+    fs.create_dir(root, recursive=True)
+    with fs.open_output_stream(f"{root}/{STATE}") as stream:
+        stream.write(json.dumps(state).encode())
+
+
 def build_tuner(sweep: SweepConfig, cfg: ExperimentConfig, parent_run_id: str | None, restore: bool) -> Any:
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
@@ -152,7 +177,7 @@ def build_tuner(sweep: SweepConfig, cfg: ExperimentConfig, parent_run_id: str | 
     # A trial only drives its TorchTrainer, which reserves its own CPUs; a whole CPU per
     # driver would leave a 2-core machine none to train with (Tune refuses zero).
     trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPU})
-    storage = str(Path(cfg.train.checkpoint_dir) / "sweeps")
+    storage = sweeps_folder(cfg)
     if restore:
         return tune.Tuner.restore(f"{storage}/{sweep.name}", trainable=trainable, resume_unfinished=True,
                                   resume_errored=True)  # fmt: skip
@@ -193,21 +218,20 @@ def run_sweep(
     from pipeline.tracking import ensure_experiment
 
     cfg = with_absolute_paths(load_config(sweep.experiment, sweep.overrides), base)
-    folder = Path(cfg.train.checkpoint_dir) / "sweeps" / sweep.name
-    state_file = folder / STATE
+    folder = f"{sweeps_folder(cfg)}/{sweep.name}"
+    state = read_state(folder)
     if restore:
-        if not state_file.is_file():
+        if state is None:
             raise FileNotFoundError(f"no sweep to resume at {folder} ({STATE} missing)")
-        parent = json.loads(state_file.read_text())["parent_run_id"]
+        parent = state["parent_run_id"]
     else:
-        if state_file.is_file():
+        if state is not None:
             raise FileExistsError(f"sweep {sweep.name!r} exists at {folder}: resume it with --restore or rename it")
         prepare_data(cfg, log)  # once, here, not by concurrent trials
         if cfg.tracking.enabled:
             ensure_experiment(cfg.tracking, cfg.name, log)
         parent = _parent_run(cfg, sweep, None) if cfg.tracking.enabled else None
-        folder.mkdir(parents=True, exist_ok=True)
-        state_file.write_text(json.dumps({"parent_run_id": parent, "sweep": sweep.name}))
+        write_state(folder, {"parent_run_id": parent, "sweep": sweep.name})
     results = build_tuner(sweep, cfg, parent, restore).fit()
     return summarise(results, sweep, cfg, parent, log)
 

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -18,13 +19,13 @@ pytestmark = pytest.mark.usefixtures("ray_cluster")
 REPO = Path(__file__).resolve().parents[2]
 
 
-def write_sweep(tmp_path: Path, name: str, samples: int, epochs: int = 2, **keys) -> Path:
+def write_sweep(tmp_path: Path, name: str, samples: int, epochs: int = 2, runs: str | None = None, **keys) -> Path:
     experiment = {
         "name": "sweep-exp",
         "data": {"root": str(tmp_path / "shapes"), "shards": str(tmp_path / "shards"), "augment": "flip",
                  "num_train": 64, "num_val": 12, "shapes_image_size": 64, "map_batch_size": 16},
         "train": {"epochs": epochs, "batch_size": 16, "warmup_iters": 2, "num_threads": 1,
-                  "checkpoint_dir": str(tmp_path / "runs")},
+                  "checkpoint_dir": runs or str(tmp_path / "runs")},
         "eval": {"sample_images": 2},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "artifacts": str(tmp_path / "artifacts"),
                      "model_name": "sweep-model"},
@@ -46,8 +47,9 @@ def children(tmp_path: Path, parent: str) -> list:
     return client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'")
 
 
-def test_two_trial_sweep_tracks_children_and_crowns_the_best(tmp_path, capsys):
-    path = write_sweep(tmp_path, "two", samples=2, search="optuna")  # random search: the tests below
+def test_two_trial_sweep_tracks_children_and_crowns_the_best(tmp_path, capsys, bucket):
+    # Its trials' runs and Tune's state in a bucket (the session's local S3), as on a cluster.
+    path = write_sweep(tmp_path, "two", samples=2, search="optuna", runs=f"{bucket}/runs")  # random: below
     assert main(["--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "champion: trial" in out and "models:/sweep-model@champion" in out
@@ -64,6 +66,12 @@ def test_two_trial_sweep_tracks_children_and_crowns_the_best(tmp_path, capsys):
     assert crowned.data.metrics["val/mAP"] == best  # ... with the best val mAP (ties: either)
     artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"sweep_summary.md", "metric_vs_hyperparameters.png", "sweep.yaml"} <= artifacts
+
+    s3, root = pafs.FileSystem.from_uri(f"{bucket}/runs")
+    stored = {i.path.removeprefix(f"{root}/") for i in s3.get_file_info(pafs.FileSelector(root, recursive=True))}
+    assert "sweeps/two/sweep_state.json" in stored and any(p.startswith("sweeps/two/run_trial_") for p in stored)
+    assert {k.info.run_name for k in kids} <= {p.split("/")[0] for p in stored}  # each trial's checkpoints
+    assert not (tmp_path / "runs").exists() and main(["--config", str(path)]) == 2  # it exists: --restore
 
 
 def test_interrupted_sweep_resumes_without_repeating_finished_trials(tmp_path):
