@@ -7,8 +7,9 @@ decoded and NMS-ed on the actor and given in the original image's pixels, as it 
 (turned by its EXIF orientation). An image that cannot be decoded becomes a row with its
 ``error`` set: it is reported and skipped, never silently dropped.
 
-Output rows, one per image: ``path`` (a URI for images in a bucket), ``width``, ``height``, ``error`` and the lists
-``boxes`` (xyxy pixels, 4 per detection, flat), ``scores``, ``labels``, ``classes``.
+Output rows, one per image: ``path`` (a URI for images in a bucket), ``width``,
+``height``, ``error`` and the lists ``boxes`` (xyxy pixels, 4 per detection, flat),
+``scores``, ``labels``, ``classes``.
 With ``draw``, a copy of each image with its boxes drawn is written at the image's path
 below the images root (local or a bucket, through pyarrow's filesystems).
 """

@@ -164,6 +164,7 @@ def read_state(folder: str) -> dict[str, Any] | None:
 
 
 def write_state(folder: str, state: dict[str, Any]) -> None:
+    """Write the sweep's own state to ``folder`` (made if missing), for ``--restore``."""
     fs, root = resolve(folder)
     fs.create_dir(root, recursive=True)
     with fs.open_output_stream(f"{root}/{STATE}") as stream:
