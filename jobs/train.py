@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from pipeline.config import load_config, with_absolute_paths
+from ssd_core.data.shards import with_scheme
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -69,10 +70,15 @@ def main(argv: list[str] | None = None) -> int:
             ray.shutdown()
     metrics = result.metrics or {}
     print(f"final val mAP@0.5 (VOC07): {metrics.get('val/mAP', float('nan')):.3f}")
-    print(f"checkpoint: {result.checkpoint.path if result.checkpoint else None}")
+    # As jobs.evaluate takes it: Ray names a checkpoint in a bucket without its scheme.
+    checkpoint = with_scheme(result.checkpoint.path, cfg.train.checkpoint_dir) if result.checkpoint else None
+    print(f"checkpoint: {checkpoint}")
     if metrics.get("mlflow_run_id"):
         print(f"MLflow run {metrics['mlflow_run_id']}, model {metrics['model_uri']}")
-        print(f"open the MLflow UI: mlflow ui --backend-store-uri {cfg.tracking.uri}")
+        if cfg.tracking.uri.startswith(("http://", "https://")):
+            print(f"the MLflow UI: {cfg.tracking.uri}")
+        else:
+            print(f"open the MLflow UI: mlflow ui --backend-store-uri {cfg.tracking.uri}")
     return 0
 
 

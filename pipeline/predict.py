@@ -33,7 +33,7 @@ from torchvision.transforms.v2.functional import to_dtype
 from pipeline.config import EvalConfig
 from pipeline.engine import detect_resized
 from ssd_core.augment import resize_for_eval
-from ssd_core.data.shards import resolve
+from ssd_core.data.shards import resolve, with_scheme
 
 IMAGE_EXTENSIONS = ["jpg", "jpeg", "png", "bmp", "JPG", "JPEG", "PNG"]
 # Explicit, so that a block whose images have no detections still writes list<float>.
@@ -99,7 +99,8 @@ class Detector:
         rows: list[dict[str, Any]] = []
         images, sizes, where = [], [], []
         for data, path in zip(batch["bytes"], batch["path"]):
-            row = {"path": image_uri(str(path), self.request.images), "width": 0, "height": 0, "error": None,
+            # The image as it can be opened: Ray Data drops a bucket's scheme (bucket/key).
+            row = {"path": with_scheme(str(path), self.request.images), "width": 0, "height": 0, "error": None,
                    "boxes": [], "scores": [], "labels": [], "classes": []}  # fmt: skip
             try:
                 image = decode_file(data)
@@ -143,17 +144,8 @@ class Detector:
             stream.write(encoded.tobytes())
 
 
-def image_uri(path: str, images: str) -> str:
-    """The image as ``images`` names its root: Ray Data lists ``s3://bucket/key`` as
-    ``bucket/key``, which reads as a relative local path; the scheme is put back, so that
-    an output row names an object that can be opened as it stands."""
-    if "://" in images and "://" not in path:
-        return f"{images.split('://', 1)[0]}://{path}"
-    return path
-
-
 def drawn_name(path: str, images: str) -> str:
-    """Where the drawn copy of the image at ``path`` (as :func:`image_uri` gives it) goes
+    """Where the drawn copy of the image at ``path`` (a URI for a bucket's images) goes
     below the draw folder: its path below the ``images`` root, so that images of the same
     name in two subfolders stay two files."""
     root = images.rstrip("/")

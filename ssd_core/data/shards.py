@@ -68,6 +68,16 @@ def resolve(uri: str | Path) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), str(Path(text).resolve())
 
 
+def with_scheme(path: str, like: str) -> str:
+    """``path`` as a filesystem listed it (pyarrow and Ray give ``s3://bucket/key`` as
+    ``bucket/key``, which reads as a relative local path) with the scheme of ``like`` (the
+    URI or local path it was found under) put back; a local path, or one with a scheme
+    already, as it is."""
+    if "://" in like and "://" not in path:
+        return f"{like.split('://', 1)[0]}://{path}"
+    return path
+
+
 def encoded_image(record: DetectionRecord) -> bytes:
     """The record's image bytes, checked to decode to the annotated size."""
     data = record.image_bytes

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.predict import decode_file, drawn_name, image_uri
+from pipeline.predict import decode_file, drawn_name
 
 
 def png(array: np.ndarray) -> bytes:
@@ -63,16 +63,3 @@ def test_decode_file_raises_on_bytes_that_are_no_image():
 )
 def test_drawn_name_keeps_the_path_below_the_images_root(path, images, want):
     assert drawn_name(path, images) == want
-
-
-@pytest.mark.parametrize(
-    ("listed", "images", "want"),
-    [
-        ("bucket/in/a.jpg", "s3://bucket/in", "s3://bucket/in/a.jpg"),  # Ray Data drops the scheme
-        ("bucket/in/a.jpg", "gs://bucket/in/a.jpg", "gs://bucket/in/a.jpg"),
-        ("/data/in/a.jpg", "/data/in", "/data/in/a.jpg"),
-        ("s3://bucket/in/a.jpg", "s3://bucket/in", "s3://bucket/in/a.jpg"),  # kept, should a release keep it
-    ],
-)
-def test_image_uri_names_the_image_as_its_root_is_named(listed, images, want):
-    assert image_uri(listed, images) == want

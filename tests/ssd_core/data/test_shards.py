@@ -7,7 +7,7 @@ import pytest
 from ssd_core.data.coco import read_coco
 from ssd_core.data.record import DataError, make_record
 from ssd_core.data.shapes import write_shapes
-from ssd_core.data.shards import read_manifest, read_shards, shard_paths, write_shards
+from ssd_core.data.shards import read_manifest, read_shards, shard_paths, with_scheme, write_shards
 from ssd_core.data.voc import read_voc
 from tests.ssd_core.data.fixtures import write_jpeg, write_voc
 
@@ -104,3 +104,16 @@ def test_missing_data_fails_fast(records, tmp_path):
     with pytest.raises(DataError, match="shard listed in the manifest is missing"):
         list(read_shards(tmp_path / "s", "train"))
     assert read_manifest(tmp_path / "s")["class_names"][0] == "circle"
+
+
+@pytest.mark.parametrize(
+    ("listed", "like", "want"),
+    [
+        ("bucket/in/a.jpg", "s3://bucket/in", "s3://bucket/in/a.jpg"),  # as Ray Data and pyarrow list it
+        ("bucket/runs/r/epoch-0002", "gs://bucket/runs", "gs://bucket/runs/r/epoch-0002"),
+        ("/data/in/a.jpg", "/data/in", "/data/in/a.jpg"),
+        ("s3://bucket/in/a.jpg", "s3://bucket/in", "s3://bucket/in/a.jpg"),  # kept as it is
+    ],
+)
+def test_with_scheme_gives_a_listed_path_its_uri_back(listed, like, want):
+    assert with_scheme(listed, like) == want
