@@ -108,18 +108,29 @@ def load_checkpoint(
 
 
 @contextlib.contextmanager
-def fetched_checkpoint(source: str | Path) -> Iterator[Path | None]:
-    """The checkpoint at ``source`` as a local folder, or None when ``source`` holds none
-    (no ``meta.json``: a saved model, an MLflow URI). A local path is used where it is; a
-    checkpoint in a bucket (``s3://BUCKET/runs/<run>/epoch-0120``, any URI pyarrow reads),
-    where a cluster's runs keep theirs, is downloaded to a temporary folder of the same
-    name that lasts as long as the ``with`` block."""
-    text = str(source)
-    if "://" not in text:
-        yield Path(text) if (Path(text) / META).is_file() else None
+def local_folder(fs: pafs.FileSystem, root: str) -> Iterator[Path]:
+    """The folder ``root`` of ``fs`` on this machine: where it is on a local filesystem;
+    from a bucket, downloaded to a temporary folder of the same name (``epoch-N``, which
+    a resume line shows) that lasts as long as the ``with`` block."""
+    if isinstance(fs, pafs.LocalFileSystem):
+        yield Path(root)
         return
+    root = root.rstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / PurePosixPath(root).name
+        local.mkdir()  # copy_files writes into a folder that exists
+        pafs.copy_files(root, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
+        yield local
+
+
+@contextlib.contextmanager
+def fetched_checkpoint(source: str | Path) -> Iterator[Path | None]:
+    """The checkpoint at ``source`` as a local folder (:func:`local_folder`), or None when
+    ``source`` holds none (no ``meta.json``: a saved model, an MLflow URI). ``source``: a
+    local path, or a checkpoint in a bucket (``s3://BUCKET/runs/<run>/epoch-0120``, any
+    URI pyarrow reads), where a cluster's runs keep theirs."""
     try:
-        fs, root = resolve(text)
+        fs, root = resolve(source)
     except ValueError:  # a scheme pyarrow has no filesystem for (pyarrow.ArrowInvalid): not a checkpoint
         yield None
         return
@@ -127,8 +138,5 @@ def fetched_checkpoint(source: str | Path) -> Iterator[Path | None]:
     if fs.get_file_info(f"{root}/{META}").type != pafs.FileType.File:
         yield None
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        local = Path(tmp) / PurePosixPath(root).name
-        local.mkdir()  # copy_files writes into a folder that exists
-        pafs.copy_files(root, str(local), source_filesystem=fs, destination_filesystem=pafs.LocalFileSystem())
-        yield local
+    with local_folder(fs, root) as folder:
+        yield folder

@@ -23,11 +23,12 @@ ran about twice as slow. (PyTorch's CPU allocator has no caching of its own to t
   are reused rather than mapped afresh every step.
 
 The cost is resident memory: a process keeps freed memory, up to the trim threshold at
-the top of its heap, instead of returning it between steps. The settings go to every worker process of
-a job (:func:`pipeline.ray_runtime.runtime_env`), not to the train workers alone: Ray
-reuses a worker process only for tasks of the same runtime environment, and the
-validation tasks a train worker submits inherit its environment, so train-worker-only
-variables cost a fresh data worker (~10 s on 2 cores) at every validation (measured).
+the top of its heap, instead of returning it between steps. The settings go to every
+worker process of a job (:func:`pipeline.ray_runtime.runtime_env`), not to the train
+workers alone: Ray reuses a worker process only for tasks of the same runtime
+environment, and the validation tasks a train worker submits inherit its environment, so
+train-worker-only variables cost a fresh data worker (~10 s on 2 cores) at every
+validation (measured).
 ``pipeline.ray_runtime.connect(..., keep_freed_memory=False)`` starts a job without them
 (with them, the job's ``GLIBC_TUNABLES`` replaces one its workers would inherit).
 """

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-import pyarrow.fs
 import ray
 import ray.train
 import ray.train.torch
@@ -30,6 +28,7 @@ import torch.distributed as dist
 from ray.data import DataContext
 from ray.data.exceptions import ExecutionTimeoutError
 
+from pipeline.checkpoint import local_folder
 from pipeline.config import ExperimentConfig, from_dict, to_dict
 from pipeline.local_train import prepare_data, print_now
 from pipeline.ray_data import EpochClock, train_dataset, val_datasets, warm_up_train_transform
@@ -96,13 +95,10 @@ class RaySession:
         if checkpoint is None:
             yield None
             return
-        if isinstance(checkpoint.filesystem, pyarrow.fs.LocalFileSystem):
-            yield Path(checkpoint.path)
-            return
-        # From a bucket: downloaded under its own name (epoch-N), which the resume line
-        # shows (as_directory() would name it checkpoint_tmp_<hex>).
-        with tempfile.TemporaryDirectory() as tmp:
-            yield Path(checkpoint.to_directory(str(Path(tmp) / PurePosixPath(checkpoint.path).name)))
+        # Not as_directory(): from a bucket it names the download checkpoint_tmp_<hex>,
+        # where the resume line should show epoch-N.
+        with local_folder(checkpoint.filesystem, checkpoint.path) as folder:
+            yield folder
 
     def all_gather(self, value: Any) -> list[Any]:
         if self.world_size == 1 or not dist.is_initialized():
